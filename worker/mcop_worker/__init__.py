@@ -1,0 +1,1 @@
+"""The Monte Carlo engine, the worker runtime and the `mcop` command line."""
