@@ -1,0 +1,1 @@
+"""pytest fixtures: a real Kubernetes control plane on 127.0.0.1 (loaded with -p in pyproject)."""
