@@ -1,0 +1,278 @@
+"""PostgreSQL and Redis from Debian's packages, on free 127.0.0.1 ports in a temporary folder.
+
+Both can be stopped and started again on the same port and with the same data (PostgreSQL) so that
+fault tests can take a server away and bring it back while clients keep their address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+from mcop_devcluster.ports import LOOPBACK, free_port
+from mcop_devcluster.processes import ManagedProcess, ProcessStartError, wait_until
+
+INSTALL_HINT = "run scripts/setup, or: apt-get install postgresql postgresql-contrib redis-server"
+
+
+class MissingProgram(RuntimeError):
+    """A server program is not installed; the message says how to install it."""
+
+
+def postgres_bin_dir() -> Path:
+    """The newest /usr/lib/postgresql/<major>/bin with initdb and postgres (or $MCOP_PG_BIN)."""
+    override = os.environ.get("MCOP_PG_BIN")
+    candidates = [override] if override else glob.glob("/usr/lib/postgresql/*/bin")
+
+    def major(path: str) -> int:
+        found = re.search(r"/(\d+)/bin$", path)
+        return int(found.group(1)) if found else 0
+
+    for candidate in sorted(candidates, key=major, reverse=True):
+        path = Path(candidate)
+        if (path / "initdb").is_file() and (path / "postgres").is_file():
+            return path
+    raise MissingProgram(f"PostgreSQL server programs (initdb, postgres) not found: {INSTALL_HINT}")
+
+
+def redis_server_program() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise MissingProgram(f"redis-server not found on PATH: {INSTALL_HINT}")
+    return found
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root: when we are root it runs as the `postgres` user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError as error:
+        raise MissingProgram(
+            f"running as root needs the `postgres` user: {INSTALL_HINT}"
+        ) from error
+
+
+async def _execute(dsn: str, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster; superuser `postgres` with a random password over TCP."""
+
+    def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
+        self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="mcop-postgres-"))
+        self.port = port or free_port()
+        self.user = "postgres"
+        self.password = secrets.token_hex(16)
+        self.bin_dir = postgres_bin_dir()
+        self.data_dir = self.base_dir / "data"
+        self._os_user = _server_user()
+        self._process: ManagedProcess | None = None
+
+    @property
+    def dsn(self) -> str:
+        """DSN of the `postgres` maintenance database."""
+        return self.dsn_for("postgres")
+
+    def dsn_for(self, database: str) -> str:
+        return (
+            f"postgresql://{self.user}:{quote(self.password)}@{LOOPBACK}:{self.port}/"
+            f"{quote(database)}"
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _has_pg_stat_statements(self) -> bool:
+        libdir = subprocess.run(
+            [str(self.bin_dir / "pg_config"), "--pkglibdir"], capture_output=True, text=True
+        ).stdout.strip()
+        return bool(libdir) and Path(libdir, "pg_stat_statements.so").is_file()
+
+    def _initdb(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        pwfile = self.base_dir / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self._os_user is not None:
+            os.chown(self.base_dir, self._os_user.pw_uid, self._os_user.pw_gid)
+            os.chown(pwfile, self._os_user.pw_uid, self._os_user.pw_gid)
+        result = subprocess.run(
+            [
+                str(self.bin_dir / "initdb"),
+                f"--pgdata={self.data_dir}",
+                f"--username={self.user}",
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            user=self._os_user.pw_uid if self._os_user else None,
+            group=self._os_user.pw_gid if self._os_user else None,
+            cwd=self.base_dir,
+        )
+        pwfile.unlink()
+        if result.returncode != 0:
+            raise ProcessStartError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Starts the server (initdb the first time) and waits until it accepts SQL."""
+        if self.running:
+            return
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        settings = {
+            "listen_addresses": LOOPBACK,
+            "port": str(self.port),
+            "unix_socket_directories": str(self.base_dir),
+            # Throw-away test data: durability costs time and buys nothing here.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+        }
+        if self._has_pg_stat_statements():
+            settings["shared_preload_libraries"] = "pg_stat_statements"
+        argv = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        self._process = ManagedProcess(
+            "postgres",
+            argv,
+            log_path=self.base_dir / "postgres.log",
+            cwd=self.base_dir,
+            user=self._os_user.pw_name if self._os_user else None,
+            # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for clients to leave.
+            stop_signal=signal.SIGINT,
+        )
+        self._process.start()
+        wait_until(
+            lambda: asyncio.run(_execute(self.dsn, "SELECT 1")) is None,
+            timeout=timeout,
+            what=f"PostgreSQL on {LOOPBACK}:{self.port}",
+            alive=self._process,
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Fast shutdown (clients are disconnected); the data stays for a later start()."""
+        if self._process is not None:
+            self._process.stop(timeout)
+
+    def kill(self) -> None:
+        """Simulates a crash: SIGKILL to the server's process group (postmaster and backends)."""
+        if self._process is not None and self._process.pid is not None and self.running:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.stop(timeout=5.0)
+
+    def create_database(self, name: str | None = None) -> str:
+        """Creates an empty database and returns its DSN."""
+        name = name or f"t_{uuid.uuid4().hex[:16]}"
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise ValueError(f"database name {name!r}: use lower-case letters, digits and _")
+        asyncio.run(_execute(self.dsn, f'CREATE DATABASE "{name}"'))
+        return self.dsn_for(name)
+
+    def drop_database(self, name: str) -> None:
+        asyncio.run(_execute(self.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def cleanup(self) -> None:
+        """Stops the server and deletes its folder."""
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+class RedisServer:
+    """A throw-away Redis without persistence."""
+
+    def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
+        self.program = redis_server_program()
+        self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="mcop-redis-"))
+        self.port = port or free_port()
+        self._process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _ping(self) -> bool:
+        import redis
+
+        client = redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.running:
+            return
+        argv = [
+            self.program,
+            "--bind", LOOPBACK,
+            "--port", str(self.port),
+            "--dir", str(self.base_dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+        self._process = ManagedProcess(
+            "redis-server", argv, log_path=self.base_dir / "redis.log", cwd=self.base_dir
+        )
+        self._process.start()
+        wait_until(
+            self._ping,
+            timeout=timeout,
+            what=f"Redis on {LOOPBACK}:{self.port}",
+            alive=self._process,
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._process is not None:
+            self._process.stop(timeout)
+
+    def kill(self) -> None:
+        """Simulates a crash (SIGKILL)."""
+        if self._process is not None and self._process.pid is not None and self.running:
+            os.kill(self._process.pid, signal.SIGKILL)
+            self._process.stop(timeout=5.0)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
