@@ -1,0 +1,31 @@
+"""The operator's own settings, read once from its environment at start-up (kept in kopf's memo)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    worker_image: str
+    worker_image_pull_policy: str
+    # How often a running job's loop looks at blocks and pods, and the least time between two
+    # progress writes to its status (transitions are written at once).
+    reconcile_interval_seconds: float
+    status_interval_seconds: float
+    # How often jobs that wait (for a Secret, a queue slot) look again.
+    waiting_interval_seconds: float
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
+        e = dict(os.environ if env is None else env)
+        return cls(
+            worker_image=e.get("MCOP_WORKER_IMAGE", "montecarlo-operator:0.1.0"),
+            worker_image_pull_policy=e.get("MCOP_WORKER_IMAGE_PULL_POLICY", "IfNotPresent"),
+            reconcile_interval_seconds=float(e.get("MCOP_RECONCILE_INTERVAL_SECONDS", "1")),
+            status_interval_seconds=float(e.get("MCOP_STATUS_INTERVAL_SECONDS", "2")),
+            waiting_interval_seconds=float(e.get("MCOP_WAITING_INTERVAL_SECONDS", "5")),
+            metrics_port=int(e.get("MCOP_METRICS_PORT", "8080")),
+        )

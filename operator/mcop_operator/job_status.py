@@ -1,0 +1,115 @@
+"""Pure status computation for a MonteCarloJob: progress fields, shard counts, worker failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningNumbers:
+    """The running values over the finished blocks, as the engine aggregates them."""
+
+    paths_done: int
+    paths_total: int
+    estimate: float | None
+    std_err: float | None
+    ci_level: float
+    ci_lower: float | None
+    ci_upper: float | None
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def progress_fields(
+    numbers: RunningNumbers, paths_per_second: float | None
+) -> dict[str, Any]:
+    """The progress part of status; ``progress`` is whole percent, never 100% before the end."""
+    total = max(numbers.paths_total, 1)
+    pct = min(100, math.floor(100 * numbers.paths_done / total))
+    fields: dict[str, Any] = {
+        "progress": f"{pct}%",
+        "pathsDone": numbers.paths_done,
+        "pathsTotal": numbers.paths_total,
+    }
+    if _finite(numbers.estimate) is not None:
+        fields["estimate"] = numbers.estimate
+    if _finite(numbers.std_err) is not None:
+        fields["stdErr"] = numbers.std_err
+    if _finite(numbers.ci_lower) is not None and _finite(numbers.ci_upper) is not None:
+        fields["confidenceInterval"] = {
+            "level": numbers.ci_level,
+            "lower": numbers.ci_lower,
+            "upper": numbers.ci_upper,
+        }
+    if paths_per_second and paths_per_second > 0:
+        fields["pathsPerSecond"] = round(paths_per_second)
+        remaining = max(numbers.paths_total - numbers.paths_done, 0)
+        fields["etaSeconds"] = math.ceil(remaining / paths_per_second)
+    return fields
+
+
+def shard_counts(worker_job: Mapping[str, Any] | None, shards: int) -> dict[str, int]:
+    status = (worker_job or {}).get("status") or {}
+    return {
+        "total": shards,
+        "active": int(status.get("active") or 0),
+        "succeeded": int(status.get("succeeded") or 0),
+        "failed": int(status.get("failed") or 0),
+    }
+
+
+def job_condition(worker_job: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    for cond in ((worker_job or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def worker_job_finished_ok(worker_job: Mapping[str, Any] | None) -> bool:
+    return job_condition(worker_job, "Complete") is not None
+
+
+def worker_job_failure(worker_job: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """(reason, message) when the Job controller gave up on the workers; None otherwise.
+
+    A deadline maps to DeadlineExceeded, anything else (backoff limits, failed indexes) to
+    WorkerFailed; the caller adds the failed pod's own reason to the message.
+    """
+    failed = job_condition(worker_job, "Failed") or job_condition(worker_job, "FailureTarget")
+    if failed is None:
+        return None
+    if failed.get("reason") == "DeadlineExceeded":
+        return "DeadlineExceeded", "the workers ran past timeoutSeconds: " + str(
+            failed.get("message") or "deadline exceeded"
+        )
+    return "WorkerFailed", str(failed.get("message") or failed.get("reason") or "workers failed")
+
+
+def pod_failure_summary(pods: list[Mapping[str, Any]]) -> str | None:
+    """The most telling reason a worker pod gave, e.g. 'shard 1: exit code 1 (Error): ...'."""
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Failed":
+            continue
+        index = (pod.get("metadata") or {}).get("annotations", {}).get(
+            "batch.kubernetes.io/job-completion-index", "?"
+        )
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term:
+                msg = (term.get("message") or "").strip().splitlines()
+                detail = f": {msg[-1]}" if msg else ""
+                return (
+                    f"shard {index}: exit code {term.get('exitCode')} "
+                    f"({term.get('reason') or 'Error'}){detail}"
+                )
+        reason = (pod.get("status") or {}).get("reason") or "Failed"
+        message = (pod.get("status") or {}).get("message") or ""
+        return f"shard {index}: {reason} {message}".strip()
+    return None

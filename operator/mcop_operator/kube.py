@@ -1,0 +1,169 @@
+"""The one module that talks to the Kubernetes API (besides kopf's own watching and events).
+
+The official client is synchronous; each call runs in a worker thread so the event loop stays free.
+Responses are read as plain JSON dicts: the rest of the operator works on dicts, like the manifests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from .naming import GROUP, JOB_PLURAL, TUNING_PLURAL, VERSION
+
+
+class SecretProblem(Exception):
+    """A Secret a PerfTuning names is missing or lacks the key: the message says what to create."""
+
+
+class OwnedByAnother(Exception):
+    """An object with the deterministic name exists but belongs to someone else."""
+
+
+def load_config() -> None:
+    """In a pod: the ServiceAccount; elsewhere: KUBECONFIG or ~/.kube/config."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def _is(exc: BaseException, status: int) -> bool:
+    return isinstance(exc, ApiException) and exc.status == status
+
+
+class KubeApi:
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+        self._client = api_client or kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(self._client)
+        self.batch = kubernetes.client.BatchV1Api(self._client)
+        self.scheduling = kubernetes.client.SchedulingV1Api(self._client)
+        self.custom = kubernetes.client.CustomObjectsApi(self._client)
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        response = await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
+        return _json(response)
+
+    async def _get_or_none(self, fn: Any, *args: Any) -> dict[str, Any] | None:
+        try:
+            return await self._call(fn, *args)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def priority_class_exists(self, name: str) -> bool:
+        return await self._get_or_none(self.scheduling.read_priority_class, name) is not None
+
+    async def get_perftuning(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, TUNING_PLURAL, name
+        )
+
+    async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
+        secret = await self._get_or_none(self.core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            raise SecretProblem(
+                f"Secret {namespace}/{name} not found: create it with key {key!r}"
+            )
+        data = secret.get("data") or {}
+        if key not in data:
+            raise SecretProblem(f"Secret {namespace}/{name} has no key {key!r}: add it")
+        return base64.b64decode(data[key]).decode()
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(self.batch.read_namespaced_job, name, namespace)
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        pods = await self._call(
+            self.core.list_namespaced_pod, namespace, label_selector=selector
+        )
+        items: list[dict[str, Any]] = pods.get("items", [])
+        return items
+
+    # -- writes --------------------------------------------------------------------------------
+    async def ensure_job(self, body: Mapping[str, Any], owner_uid: str) -> dict[str, Any]:
+        """Create the Job; a 409 means it is already there (ours, from an earlier attempt)."""
+        namespace = body["metadata"]["namespace"]
+        name = body["metadata"]["name"]
+        try:
+            return await self._call(self.batch.create_namespaced_job, namespace, dict(body))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = await self.get_job(namespace, name)
+        if existing is None:  # deleted between our create and get: the next reconcile retries
+            raise RuntimeError(f"Job {namespace}/{name} vanished while being created")
+        owners = existing.get("metadata", {}).get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid for o in owners):
+            raise OwnedByAnother(
+                f"Job {namespace}/{name} exists and is not owned by this MonteCarloJob: "
+                "delete or rename it"
+            )
+        return existing
+
+    async def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        await self._call(
+            self.batch.patch_namespaced_job, name, namespace, {"spec": {"suspend": suspend}}
+        )
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                self.batch.delete_namespaced_job,
+                name,
+                namespace,
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(self.core.delete_namespaced_pod, name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_job_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the MonteCarloJob's status subresource (the operator is its only writer)."""
+        return await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            JOB_PLURAL,
+            name,
+            {"status": dict(status)},
+        )
+
+    async def patch_tuning_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            TUNING_PLURAL,
+            name,
+            {"status": dict(status)},
+        )
+
+
+__all__ = ["KubeApi", "OwnedByAnother", "SecretProblem", "load_config", "_is"]

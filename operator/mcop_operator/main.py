@@ -1,0 +1,130 @@
+"""kopf entry point: every decorator of the operator lives here, each a few lines that hand over to
+a module of its own (reconcile_job, tuning, connections). `mcop operator` runs this."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+import kopf
+
+from . import naming
+from .admission import QueueEntry
+from .builders import JobRef
+from .config import OperatorConfig
+from .connections import ConnectionRegistry
+from .job_status import TERMINAL_PHASES
+from .kube import KubeApi, load_config
+from .priority import priority_rank
+from .reconcile_job import JobReconciler
+
+log = logging.getLogger("mcop.operator")
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = OperatorConfig.from_env()
+    load_config()
+    settings.posting.level = logging.INFO
+    settings.persistence.finalizer = f"{naming.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=naming.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=naming.GROUP, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 300
+    settings.background.cancellation_timeout = 10
+    kube = KubeApi()
+    memo.config = config
+    memo.kube = kube
+    memo.connections = ConnectionRegistry(kube)
+    memo.admit_locks = collections.defaultdict(asyncio.Lock)
+    log.info("montecarlo-operator started; worker image %s", config.worker_image)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.connections.close()
+
+
+# -- indexes: what the loops need to know about other objects, without asking the API ----------
+@kopf.index(naming.GROUP, naming.VERSION, naming.JOB_PLURAL)
+def job_queue(
+    namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
+    **_: Any,
+) -> dict[str, QueueEntry] | None:
+    phase = status.get("phase")
+    if phase in TERMINAL_PHASES:
+        return None
+    admitted = bool(status.get("workerJob"))
+    return {
+        namespace: QueueEntry(
+            uid=uid,
+            name=name,
+            rank=priority_rank(spec),
+            created=str(meta.get("creationTimestamp") or ""),
+            holds_slot=admitted and not spec.get("suspend", False),
+        )
+    }
+
+
+@kopf.index(naming.GROUP, naming.VERSION, naming.TUNING_PLURAL)
+def tunings(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Any]:
+    return {(namespace, name): dict(spec)}
+
+
+# -- MonteCarloJob -------------------------------------------------------------------------------
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in TERMINAL_PHASES
+
+
+@kopf.daemon(
+    naming.GROUP, naming.VERSION, naming.JOB_PLURAL,
+    id="reconcile", when=_unfinished, cancellation_timeout=10,
+)
+async def run_job(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    uid: str,
+    memo: kopf.Memo,
+    job_queue: kopf.Index[str, QueueEntry],
+    tunings: kopf.Index[tuple[str, str], Any],
+    **_: Any,
+) -> None:
+    reconciler = JobReconciler(
+        ref=JobRef(name=name, namespace=namespace, uid=uid),
+        config=memo.config,
+        kube=memo.kube,
+        connections=memo.connections,
+        queue=lambda ns: list(job_queue.get(ns, [])),
+        tuning_spec=lambda ns, tname: next(iter(tunings.get((ns, tname), [])), None),
+        event=lambda type_, reason, message: kopf.event(
+            body, type=type_, reason=reason, message=message
+        ),
+        admit_lock=lambda ns: memo.admit_locks[ns],
+    )
+    failures = 0
+    while not stopped:
+        try:
+            outcome = await reconciler.step(body)
+            failures = 0
+        except Exception as exc:  # a dependency hiccup: log, back off, never crash the operator
+            failures += 1
+            delay = min(60.0, 2.0**failures)
+            log.warning("job %s/%s: %s (retrying in %.0fs)", namespace, name, exc, delay)
+            await stopped.wait(delay)
+            continue
+        if outcome.finished:
+            return
+        await stopped.wait(outcome.delay)
+
+
+@kopf.on.delete(naming.GROUP, naming.VERSION, naming.JOB_PLURAL, retries=5, backoff=2)
+async def forget_job(
+    name: str, namespace: str, uid: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+) -> None:
+    """The worker Job goes with its owner reference; the finished blocks and live keys go here."""
+    await memo.connections.forget_job(namespace, uid)

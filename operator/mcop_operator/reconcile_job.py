@@ -1,0 +1,361 @@
+"""One MonteCarloJob's reconciling loop: admit it, launch its workers, aggregate their blocks into
+status, and finish it once its result is safely stored. Level-based: every step looks at the world
+(status, worker Job, database) afresh, so an operator restart at any moment loses nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from mcop_worker.errors import ManifestError
+
+from . import job_status, naming, numbers
+from .admission import QueueEntry, may_start
+from .builders import JobRef, build_worker_job
+from .conditions import get_condition, now_rfc3339, set_condition
+from .config import OperatorConfig
+from .connections import ConnectionRegistry, Services
+from .kube import KubeApi, OwnedByAnother, SecretProblem
+from .priority import priority_class_name
+
+log = logging.getLogger(__name__)
+
+# kopf.info/kopf.warn bound to the object: (type, reason, message)
+EventFn = Callable[[str, str, str], None]
+QueueFn = Callable[[str], list[QueueEntry]]
+TuningFn = Callable[[str, str], Mapping[str, Any] | None]
+
+
+@dataclasses.dataclass
+class Outcome:
+    finished: bool = False
+    delay: float = 1.0
+
+
+class JobReconciler:
+    """Lives as long as the job's kopf daemon; holds only what can be rebuilt from the world."""
+
+    def __init__(
+        self,
+        ref: JobRef,
+        config: OperatorConfig,
+        kube: KubeApi,
+        connections: ConnectionRegistry,
+        queue: QueueFn,
+        tuning_spec: TuningFn,
+        event: EventFn,
+        admit_lock: Callable[[str], Any],
+    ) -> None:
+        self.ref = ref
+        self.config = config
+        self.kube = kube
+        self.connections = connections
+        self.queue = queue
+        self.tuning_spec = tuning_spec
+        self.event = event
+        self.admit_lock = admit_lock
+        self.aggregator: numbers.Aggregator | None = None
+        self.rate = numbers.RateMeter()
+        self.written: dict[str, Any] = {}
+        self.last_progress_write = 0.0
+        self.warned: set[str] = set()
+
+    # -- entry point ---------------------------------------------------------------------------
+    async def step(self, body: Mapping[str, Any]) -> Outcome:
+        spec: Mapping[str, Any] = body.get("spec") or {}
+        status: dict[str, Any] = dict(body.get("status") or {})
+        generation = int((body.get("metadata") or {}).get("generation") or 1)
+        if status.get("phase") in job_status.TERMINAL_PHASES:
+            return Outcome(finished=True)
+        ctx = _Step(self, body, spec, status, generation)
+        try:
+            return await ctx.run()
+        finally:
+            await self._write(ctx)
+
+    async def _write(self, ctx: _Step) -> None:
+        """Write status when it changed: transitions at once, progress at a bounded rate."""
+        patch = {k: v for k, v in ctx.status.items() if self.written.get(k, _MISSING) != v}
+        if not patch:
+            return
+        transition = ctx.transition or any(k not in _PROGRESS_KEYS for k in patch)
+        now = time.monotonic()
+        if not transition and now - self.last_progress_write < self.config.status_interval_seconds:
+            return
+        await self.kube.patch_job_status(self.ref.namespace, self.ref.name, ctx.status)
+        self.written = dict(ctx.status)
+        self.last_progress_write = now
+
+
+_MISSING = object()
+_PROGRESS_KEYS = frozenset(
+    {
+        "progress",
+        "pathsDone",
+        "estimate",
+        "stdErr",
+        "confidenceInterval",
+        "pathsPerSecond",
+        "etaSeconds",
+        "shards",
+        "conditions",
+    }
+)
+
+
+class _Step:
+    """One pass of the loop over one snapshot of the object."""
+
+    def __init__(
+        self,
+        owner: JobReconciler,
+        body: Mapping[str, Any],
+        spec: Mapping[str, Any],
+        status: dict[str, Any],
+        generation: int,
+    ) -> None:
+        self.o = owner
+        self.body = body
+        self.spec = spec
+        self.status = status
+        self.generation = generation
+        self.transition = False
+        self.status["observedGeneration"] = generation
+        self.status.setdefault("conditions", [])
+
+    # -- helpers -------------------------------------------------------------------------------
+    def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        old = get_condition(self.status["conditions"], type_)
+        if old is None or old.get("status") != ("True" if ok else "False") or old.get(
+            "reason"
+        ) != reason:
+            self.transition = True
+        self.status["conditions"] = set_condition(
+            self.status["conditions"], type_, ok, reason, message, self.generation
+        )
+
+    def phase(self, phase: str) -> None:
+        if self.status.get("phase") != phase:
+            self.transition = True
+        self.status["phase"] = phase
+
+    def warn_once(self, key: str, reason: str, message: str) -> None:
+        if key not in self.o.warned:
+            self.o.warned.add(key)
+            self.o.event("Warning", reason, message)
+
+    def fail(self, reason: str, message: str) -> Outcome:
+        self.phase("Failed")
+        self.condition("Failed", True, reason, message)
+        self.condition("Succeeded", False, reason, message)
+        self.condition("Running", False, reason, message)
+        self.status["completionTime"] = now_rfc3339()
+        self.o.event("Warning", reason, message)
+        return Outcome(finished=True)
+
+    # -- the pass ------------------------------------------------------------------------------
+    async def run(self) -> Outcome:
+        o = self.o
+        try:
+            job_spec, spec_hash = numbers.parse(self.body)
+        except ManifestError as exc:
+            return self.fail("InvalidSpec", f"{exc.field}: {exc.message}")
+        self.status["specHash"] = spec_hash
+        self.status.setdefault("pathsTotal", numbers.paths_total(job_spec))
+        self.status.setdefault("pathsDone", 0)
+        self.status.setdefault("progress", "0%")
+        pc_name = priority_class_name(self.spec)
+        self.status["priorityClassName"] = pc_name
+
+        # Where results go: the PerfTuning the job names (or the built-in defaults) and its Secrets.
+        try:
+            tuning_name = str(self.spec.get("tuningRef") or "default")
+            services = await o.connections.for_tuning(
+                o.ref.namespace, tuning_name, o.tuning_spec(o.ref.namespace, tuning_name)
+            )
+        except SecretProblem as exc:
+            self.phase(self.status.get("phase") or "Pending")
+            self.condition("Admitted", False, "SecretNotFound", str(exc))
+            self.warn_once(f"secret:{exc}", "SecretNotFound", str(exc))
+            return Outcome(delay=o.config.waiting_interval_seconds)
+        self.warned_clear("secret:")
+
+        started = bool(self.status.get("workerJob"))
+        if not started:
+            outcome = await self.before_start(services, spec_hash, pc_name)
+            if outcome is not None:
+                return outcome
+        return await self.follow(services, job_spec, spec_hash, pc_name)
+
+    def warned_clear(self, prefix: str) -> None:
+        self.o.warned = {w for w in self.o.warned if not w.startswith(prefix)}
+
+    async def before_start(
+        self, services: Services, spec_hash: str, pc_name: str
+    ) -> Outcome | None:
+        """Cache lookup, PriorityClass check and the concurrency queue; None means go ahead."""
+        o = self.o
+        if self.spec.get("cache", True):
+            cached = await services.cached_result(spec_hash)
+            if cached is not None:
+                self.status.update(numbers.status_from_result(cached))
+                self.status["cacheHit"] = True
+                self.status.setdefault("startTime", now_rfc3339())
+                self.status["completionTime"] = now_rfc3339()
+                self.phase("Succeeded")
+                self.condition("Admitted", True, "CacheHit", "result taken from the cache")
+                self.condition("Succeeded", True, "CacheHit", f"cached result for {spec_hash}")
+                await services.record_job(o.ref, self.spec, spec_hash, "Succeeded", cached)
+                o.event("Normal", "CacheHit", f"reused the cached result of {spec_hash}")
+                return Outcome(finished=True)
+        self.status["cacheHit"] = False
+        if not await o.kube.priority_class_exists(pc_name):
+            return self.fail(
+                "PriorityClassNotFound",
+                f"PriorityClass {pc_name!r} does not exist: install the chart's PriorityClasses "
+                "or set spec.priorityClassName to an existing one",
+            )
+        async with o.admit_lock(o.ref.namespace):
+            limit = services.tuning.workers.max_concurrent_jobs
+            admitted, position = may_start(o.ref.uid, o.queue(o.ref.namespace), limit)
+            if not admitted:
+                self.phase("Queued")
+                self.condition(
+                    "Admitted",
+                    False,
+                    "QueuedByConcurrencyLimit",
+                    f"{limit} jobs already run in this namespace (workers.maxConcurrentJobs); "
+                    f"position {position} in the queue",
+                )
+                return Outcome(delay=o.config.waiting_interval_seconds)
+            self.condition("Admitted", True, "Admitted", "the job may start")
+            # Written before the worker Job exists, so a restart never loses the slot.
+            self.status["workerJob"] = naming.worker_job_name(o.ref.name)
+            await o.kube.patch_job_status(o.ref.namespace, o.ref.name, self.status)
+            o.written = dict(self.status)
+        o.event("Normal", "Admitted", f"launching {self.spec.get('shards', 1)} shard(s)")
+        return None
+
+    async def follow(
+        self, services: Services, job_spec: Any, spec_hash: str, pc_name: str
+    ) -> Outcome:
+        o = self.o
+        ns, worker_name = o.ref.namespace, naming.worker_job_name(o.ref.name)
+        self.status.setdefault("startTime", now_rfc3339())
+        await services.record_job(o.ref, self.spec, spec_hash, "Running", None)
+
+        # The numbers: all finished blocks from PostgreSQL, merged in block order.
+        if o.aggregator is None or o.aggregator.spec_hash != spec_hash:
+            o.aggregator = numbers.Aggregator(job_spec, spec_hash)
+        db_ok = await services.pull_blocks(o.ref.uid, o.aggregator)
+        self.condition(
+            "DatabaseAvailable",
+            db_ok,
+            "Connected" if db_ok else "PostgresUnavailable",
+            "PostgreSQL answers"
+            if db_ok
+            else "PostgreSQL does not answer: progress is paused, nothing is lost, retrying",
+        )
+        summary = o.aggregator.summary()
+        o.rate.observe(summary.numbers.paths_done)
+        self.status.update(job_status.progress_fields(summary.numbers, o.rate.per_second()))
+
+        if summary.final is not None:
+            return await self.finish(services, summary, spec_hash)
+
+        worker = await o.kube.get_job(ns, worker_name)
+        suspended = bool(self.spec.get("suspend", False))
+        if worker is None:
+            body = build_worker_job(
+                o.ref,
+                self.spec,
+                spec_hash,
+                services.tuning,
+                pc_name,
+                o.config.worker_image,
+                o.config.worker_image_pull_policy,
+            )
+            try:
+                worker = await o.kube.ensure_job(body, o.ref.uid)
+            except OwnedByAnother as exc:
+                return self.fail("WorkerJobConflict", str(exc))
+            o.event("Normal", "WorkersCreated", f"created Job {worker_name}")
+        elif bool((worker.get("spec") or {}).get("suspend")) != suspended:
+            await o.kube.set_job_suspend(ns, worker_name, suspended)
+        self.status["shards"] = job_status.shard_counts(worker, int(self.spec.get("shards", 1)))
+
+        failure = job_status.worker_job_failure(worker)
+        if failure is not None:
+            reason, message = failure
+            pods = await o.kube.list_pods(ns, f"{naming.JOB_LABEL}={o.ref.name[:63]}")
+            detail = job_status.pod_failure_summary(pods)
+            return self.fail(reason, f"{message}; {detail}" if detail else message)
+
+        redis_ok = await services.bus_ok()
+        self.condition(
+            "RedisAvailable",
+            redis_ok,
+            "Connected" if redis_ok else "RedisUnavailable",
+            "heartbeats and live progress through Redis"
+            if redis_ok
+            else "Redis does not answer: progress is read from PostgreSQL; jobs still finish",
+        )
+        if suspended:
+            self.phase("Suspended")
+            self.condition("Suspended", True, "Suspended", "spec.suspend is true; finished blocks are kept")
+            self.condition("Running", False, "Suspended", "suspended by spec.suspend")
+            o.rate.reset()
+            return Outcome(delay=o.config.waiting_interval_seconds)
+        self.condition("Suspended", False, "Resumed" if self.status.get("phase") == "Suspended" else "NotSuspended", "")
+        self.phase("Running")
+        self.condition("Running", True, "WorkersRunning", f"{summary.numbers.paths_done} of "
+                       f"{summary.numbers.paths_total} paths simulated")
+        if job_status.worker_job_finished_ok(worker) and not summary.complete_on_record:
+            # Every shard exited 0 but blocks are missing: the database lost writes, or the
+            # workers were stopped early. Relaunch; finished blocks are skipped.
+            self.warn_once("relaunch", "WorkersRelaunched", "workers ended with blocks missing; relaunching")
+            await o.kube.delete_job(ns, worker_name)
+        return Outcome(delay=o.config.reconcile_interval_seconds)
+
+    async def finish(self, services: Services, summary: numbers.Summary, spec_hash: str) -> Outcome:
+        """Store, then cache, then and only then say Succeeded."""
+        o = self.o
+        assert summary.final is not None
+        result = numbers.result_dict(summary.final, elapsed_seconds=self.elapsed())
+        stored = await services.store_result(o.ref, self.spec, spec_hash, result)
+        if not stored:
+            self.condition(
+                "DatabaseAvailable", False, "PostgresUnavailable",
+                "the result is ready but PostgreSQL does not answer: retrying before Succeeded",
+            )
+            return Outcome(delay=o.config.waiting_interval_seconds)
+        await services.cache_result(spec_hash, result)
+        if summary.stopped_early:
+            await services.request_stop(o.ref.uid)
+        worker_name = naming.worker_job_name(o.ref.name)
+        worker = await o.kube.get_job(o.ref.namespace, worker_name)
+        if worker is not None and not job_status.worker_job_finished_ok(worker):
+            await o.kube.delete_job(o.ref.namespace, worker_name)
+        reason = "TargetPrecisionReached" if summary.stopped_early else "AllPathsSimulated"
+        self.status["result"] = result
+        self.status.update(numbers.status_from_result(result))
+        self.status["progress"] = "100%" if not summary.stopped_early else self.status["progress"]
+        self.status.pop("etaSeconds", None)
+        self.status["completionTime"] = now_rfc3339()
+        self.phase("Succeeded")
+        self.condition("Running", False, reason, "finished")
+        self.condition("Succeeded", True, reason, _success_message(result, summary.stopped_early))
+        o.event("Normal", reason, _success_message(result, summary.stopped_early))
+        return Outcome(finished=True)
+
+    def elapsed(self) -> float:
+        start = self.status.get("startTime")
+        return numbers.seconds_since(start) if start else 0.0
+
+
+def _success_message(result: Mapping[str, Any], early: bool) -> str:
+    how = "target standard error reached" if early else "all paths simulated"
+    return f"estimate {result.get('estimate')} ± {result.get('stdErr')} over {result.get('paths')} paths ({how})"
