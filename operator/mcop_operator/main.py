@@ -124,7 +124,40 @@ async def run_job(
 
 @kopf.on.delete(naming.GROUP, naming.VERSION, naming.JOB_PLURAL, retries=5, backoff=2)
 async def forget_job(
-    name: str, namespace: str, uid: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+    name: str, namespace: str, uid: str, spec: kopf.Spec, memo: kopf.Memo,
+    tunings: kopf.Index[tuple[str, str], Any], **_: Any
 ) -> None:
     """The worker Job goes with its owner reference; the finished blocks and live keys go here."""
-    await memo.connections.forget_job(namespace, uid)
+    tuning_name = str(spec.get("tuningRef") or "default")
+    tuning_spec = next(iter(tunings.get((namespace, tuning_name), [])), None)
+    await memo.connections.forget_job(namespace, uid, tuning_name, tuning_spec)
+
+
+# -- `mcop operator` -----------------------------------------------------------------------------
+def run(argv: list[str] | None = None) -> int:
+    """Run the operator until SIGTERM: `mcop operator [--namespace NS ...] [--liveness URL]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mcop operator", description=run.__doc__)
+    parser.add_argument(
+        "-n", "--namespace", action="append", default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8081/healthz",
+        help="kopf's liveness endpoint (default %(default)s)",
+    )
+    parser.add_argument(
+        "--peering", action="store_true",
+        help="coordinate with other operator replicas through kopf peering (default: standalone)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=not args.peering,
+        namespaces=args.namespace or None,
+        clusterwide=not args.namespace,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0

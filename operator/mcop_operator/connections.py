@@ -1,0 +1,214 @@
+"""The operator's connections to PostgreSQL and Redis, one set per PerfTuning, opened lazily from
+the Secrets the PerfTuning names and re-tuned in place when its spec changes.
+
+Every method here turns "the server does not answer" into a plain False/None so the reconciling
+loops can say so in a condition and carry on: PostgreSQL is the source of truth, Redis a
+best-effort accelerator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from mcop_worker import progress_bus, results_db
+from mcop_worker.pool import PgPool
+from mcop_worker.settings import redact
+
+from . import numbers
+from .builders import JobRef
+from .kube import KubeApi
+from .tuning import Tuning, tuning_from_spec
+
+log = logging.getLogger(__name__)
+
+# A server that failed is not asked again for this long, so a dead dependency costs one
+# timeout per interval instead of one per job and step.
+RETRY_SECONDS = 5.0
+SECRET_CACHE_SECONDS = 60.0
+DB_ERRORS = (OSError, asyncio.TimeoutError, ConnectionError)
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (*DB_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Services:
+    """PostgreSQL and Redis as one PerfTuning configures them."""
+
+    def __init__(self, namespace: str, tuning: Tuning, kube: KubeApi) -> None:
+        self.namespace = namespace
+        self.tuning = tuning
+        self._kube = kube
+        self.pg: PgPool | None = None
+        self.bus: progress_bus.ProgressBus | None = None
+        self._dsn: str | None = None
+        self._redis_url: str | None = None
+        self._secrets_read_at = 0.0
+        self._pg_failed_at = 0.0
+        self._lock = asyncio.Lock()
+        self._recorded: dict[str, str] = {}
+
+    # -- set-up --------------------------------------------------------------------------------
+    async def read_secrets(self) -> None:
+        """Raises kube.SecretProblem with what to create when a Secret or key is missing."""
+        if self._dsn and time.monotonic() - self._secrets_read_at < SECRET_CACHE_SECONDS:
+            return
+        pg, rd = self.tuning.postgres.dsn_secret, self.tuning.redis.url_secret
+        dsn = await self._kube.read_secret_value(self.namespace, pg.name, pg.key)
+        url = await self._kube.read_secret_value(self.namespace, rd.name, rd.key)
+        self._secrets_read_at = time.monotonic()
+        if dsn != self._dsn and self.pg is not None:
+            await self.pg.reconfigure(self.tuning.postgres.pool, dsn=dsn)
+        if url != self._redis_url and self.bus is not None:
+            await self.bus.close()
+            self.bus = None
+        self._dsn, self._redis_url = dsn, url
+
+    async def retune(self, tuning: Tuning) -> None:
+        """Apply a changed PerfTuning without a restart: pools are swapped, work in flight kept."""
+        old, self.tuning = self.tuning, tuning
+        if old.postgres.dsn_secret != tuning.postgres.dsn_secret or (
+            old.redis.url_secret != tuning.redis.url_secret
+        ):
+            self._secrets_read_at = 0.0
+        if self.pg is not None and old.postgres.pool != tuning.postgres.pool:
+            await self.pg.reconfigure(tuning.postgres.pool)
+        if self.bus is not None and old.redis.pool != tuning.redis.pool:
+            await self.bus.reconfigure(tuning.redis.pool)
+
+    async def database(self) -> PgPool | None:
+        """The pool, opened (and migrated) on first use; None while PostgreSQL does not answer."""
+        if self.pg is not None:
+            return self.pg
+        if time.monotonic() - self._pg_failed_at < RETRY_SECONDS:
+            return None
+        async with self._lock:
+            if self.pg is None:
+                assert self._dsn is not None
+                try:
+                    pool = await PgPool.open(self._dsn, self.tuning.postgres.pool)
+                    await results_db.migrate(pool)
+                    if self.tuning.postgres.ensure_indexes:
+                        await results_db.ensure_indexes(pool)
+                    self.pg = pool
+                except _db_errors() as exc:
+                    self._pg_failed_at = time.monotonic()
+                    log.warning("PostgreSQL %s unavailable: %s", redact(self._dsn), exc)
+                    return None
+        return self.pg
+
+    def redis(self) -> progress_bus.ProgressBus:
+        if self.bus is None:
+            assert self._redis_url is not None
+            self.bus = progress_bus.ProgressBus(self._redis_url, self.tuning.redis.pool)
+        return self.bus
+
+    async def close(self) -> None:
+        if self.pg is not None:
+            await self.pg.close()
+        if self.bus is not None:
+            await self.bus.close()
+
+    # -- what the job loops use ----------------------------------------------------------------
+    async def _db_call(self, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        pool = await self.database()
+        if pool is None:
+            return False, None
+        try:
+            return True, await fn(pool, *args, **kwargs)
+        except _db_errors() as exc:
+            log.warning("PostgreSQL call %s failed: %s", getattr(fn, "__name__", fn), exc)
+            self._pg_failed_at = time.monotonic()
+            return False, None
+
+    async def record_job(
+        self, ref: JobRef, spec: Mapping[str, Any], spec_hash: str, status: str,
+        result: Mapping[str, Any] | None,
+    ) -> bool:
+        """Keep the jobs table in step; written only when the status changes."""
+        if self._recorded.get(ref.uid) == status and result is None:
+            return True
+        ok, _ = await self._db_call(
+            results_db.upsert_job, uid=ref.uid, namespace=ref.namespace, name=ref.name,
+            status=status, spec_hash=spec_hash, spec=dict(spec),
+        )
+        if ok and result is not None:
+            ok, _ = await self._db_call(results_db.store_result, ref.uid, result, status=status)
+        if ok:
+            self._recorded[ref.uid] = status
+        return ok
+
+    async def store_result(
+        self, ref: JobRef, spec: Mapping[str, Any], spec_hash: str, result: Mapping[str, Any]
+    ) -> bool:
+        return await self.record_job(ref, spec, spec_hash, "Succeeded", result)
+
+    async def pull_blocks(self, uid: str, aggregator: numbers.Aggregator) -> bool:
+        """Feed the blocks stored since the last call into the aggregator."""
+        ok, rows = await self._db_call(
+            results_db.blocks_since, uid, aggregator.spec_hash, aggregator.last_seq
+        )
+        if ok:
+            for seq, index, stats_json in rows:
+                aggregator.add(seq, index, stats_json)
+        return ok
+
+    async def cached_result(self, spec_hash: str) -> dict[str, Any] | None:
+        return await self.redis().cached_result(spec_hash)
+
+    async def cache_result(self, spec_hash: str, result: Mapping[str, Any]) -> None:
+        await self.redis().cache_result(spec_hash, dict(result), self.tuning.redis.ttl_seconds)
+
+    async def request_stop(self, uid: str) -> None:
+        await self.redis().request_stop(uid)
+
+    async def bus_ok(self) -> bool:
+        return await self.redis().ping()
+
+    async def forget_job(self, uid: str) -> None:
+        ok, _ = await self._db_call(results_db.delete_job_blocks, uid)
+        if not ok:
+            raise RuntimeError("PostgreSQL unavailable: the job's blocks are deleted on retry")
+        await self.redis().forget_job(uid)
+        self._recorded.pop(uid, None)
+
+
+class ConnectionRegistry:
+    """One Services per (namespace, PerfTuning name), shared by every job that names it."""
+
+    def __init__(self, kube: KubeApi) -> None:
+        self._kube = kube
+        self._services: dict[tuple[str, str], Services] = {}
+        self._lock = asyncio.Lock()
+
+    async def for_tuning(
+        self, namespace: str, name: str, spec: Mapping[str, Any] | None
+    ) -> Services:
+        tuning = tuning_from_spec(name, spec)
+        key = (namespace, name)
+        async with self._lock:
+            services = self._services.get(key)
+            if services is None:
+                services = self._services[key] = Services(namespace, tuning, self._kube)
+        if services.tuning != tuning:
+            await services.retune(tuning)
+        await services.read_secrets()
+        return services
+
+    def opened(self, namespace: str) -> list[Services]:
+        return [s for (ns, _), s in self._services.items() if ns == namespace]
+
+    async def forget_job(self, namespace: str, uid: str, tuning_name: str,
+                         spec: Mapping[str, Any] | None) -> None:
+        services = await self.for_tuning(namespace, tuning_name, spec)
+        await services.forget_job(uid)
+
+    async def close(self) -> None:
+        for services in self._services.values():
+            await services.close()
+        self._services.clear()

@@ -1,0 +1,174 @@
+"""Pure parts of the operator: builders, priority mapping, admission order, conditions, status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mcop_operator import admission, builders, conditions, job_status, naming, priority
+from mcop_operator.tuning import tuning_from_spec
+
+
+def _spec(**over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "shards": 4,
+        "priority": "high",
+        "priorityClassName": "",
+        "timeoutSeconds": 600,
+        "ttlSecondsAfterFinished": 120,
+        "suspend": False,
+        "resources": {"requests": {"cpu": "1", "memory": "512Mi"}},
+    }
+    spec.update(over)
+    return spec
+
+
+REF = builders.JobRef(name="spx-asian", namespace="quants", uid="1234-abcd")
+
+
+def _job(**over: Any) -> dict[str, Any]:
+    tuning = tuning_from_spec("default", None)
+    return builders.build_worker_job(
+        REF, _spec(**over), "sha256:00", tuning, "montecarlo-high", "img:1"
+    )
+
+
+def test_worker_job_is_indexed_owned_and_labelled() -> None:
+    job = _job()
+    assert job["metadata"]["name"] == "spx-asian-workers"
+    assert job["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "montecarlo-operator",
+        "montecarlo.io/job": "spx-asian",
+    }
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("MonteCarloJob", "1234-abcd", True)
+    s = job["spec"]
+    assert (s["completionMode"], s["completions"], s["parallelism"]) == ("Indexed", 4, 4)
+    assert s["activeDeadlineSeconds"] == 600
+    assert s["ttlSecondsAfterFinished"] == 120
+    pod = s["template"]["spec"]
+    assert pod["priorityClassName"] == "montecarlo-high"
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "1", "memory": "512Mi"}}
+
+
+def test_worker_job_timeout_defaults_to_the_tuning() -> None:
+    assert _job(timeoutSeconds=None)["spec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_worker_pods_meet_the_restricted_profile() -> None:
+    pod = _job()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["readOnlyRootFilesystem"] is True
+
+
+def test_credentials_only_by_secret_reference() -> None:
+    env = _job()["spec"]["template"]["spec"]["containers"][0]["env"]
+    by_name = {e["name"]: e for e in env}
+    assert by_name["MCOP_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "montecarlo-redis",
+        "key": "url",
+    }
+    assert by_name["MCOP_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "montecarlo-postgres",
+        "key": "dsn",
+    }
+    assert "value" not in by_name["MCOP_REDIS_URL"]
+    assert by_name["MCOP_PG_POOL_SIZE"]["value"] == "20"
+
+
+def test_long_names_leave_room_for_pod_suffixes() -> None:
+    name = naming.worker_job_name("x" * 63)
+    assert len(name) <= 52
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"priority": "low"}, "montecarlo-low"),
+        ({"priority": "critical"}, "montecarlo-critical"),
+        ({}, "montecarlo-normal"),
+        ({"priority": "low", "priorityClassName": "batch-tier"}, "batch-tier"),
+    ],
+)
+def test_priority_class_name(spec: dict[str, Any], expected: str) -> None:
+    assert priority.priority_class_name(spec) == expected
+
+
+def test_priority_ranks_rise() -> None:
+    ranks = [priority.priority_rank({"priority": p}) for p in priority.PRIORITIES]
+    assert ranks == sorted(ranks) and len(set(ranks)) == 4
+
+
+def _entry(uid: str, rank: int, created: str, holds: bool = False) -> admission.QueueEntry:
+    return admission.QueueEntry(uid=uid, name=uid, rank=rank, created=created, holds_slot=holds)
+
+
+def test_admission_priority_then_age() -> None:
+    entries = [
+        _entry("old-low", 0, "2026-01-01T00:00:00Z"),
+        _entry("new-high", 2, "2026-01-03T00:00:00Z"),
+        _entry("mid-high", 2, "2026-01-02T00:00:00Z"),
+        _entry("running", 1, "2025-12-31T00:00:00Z", holds=True),
+    ]
+    assert admission.may_start("mid-high", entries, limit=2) == (True, 1)
+    assert admission.may_start("new-high", entries, limit=2) == (False, 2)
+    assert admission.may_start("old-low", entries, limit=2) == (False, 3)
+    assert admission.may_start("new-high", entries, limit=3) == (True, 2)
+
+
+def test_admission_never_exceeds_the_limit() -> None:
+    entries = [_entry(f"r{i}", 1, "2026", holds=True) for i in range(3)] + [_entry("w", 3, "2027")]
+    assert admission.may_start("w", entries, limit=3) == (False, 1)
+
+
+def test_condition_transition_time_moves_only_on_status_change() -> None:
+    c1 = conditions.set_condition([], "Running", True, "A", "m", 1, now="t1")
+    c2 = conditions.set_condition(c1, "Running", True, "B", "m2", 2, now="t2")
+    assert c2[0]["lastTransitionTime"] == "t1" and c2[0]["reason"] == "B"
+    c3 = conditions.set_condition(c2, "Running", False, "C", "m3", 2, now="t3")
+    assert c3[0]["lastTransitionTime"] == "t3" and c3[0]["status"] == "False"
+
+
+def test_progress_fields_and_eta() -> None:
+    numbers = job_status.RunningNumbers(
+        paths_done=370, paths_total=1000, estimate=5.0, std_err=0.1,
+        ci_level=0.95, ci_lower=4.8, ci_upper=5.2,
+    )
+    fields = job_status.progress_fields(numbers, paths_per_second=10.0)
+    assert fields["progress"] == "37%"
+    assert fields["etaSeconds"] == 63
+    assert fields["confidenceInterval"] == {"level": 0.95, "lower": 4.8, "upper": 5.2}
+
+
+def test_progress_hides_nan() -> None:
+    numbers = job_status.RunningNumbers(0, 1000, float("nan"), None, 0.95, None, None)
+    fields = job_status.progress_fields(numbers, None)
+    assert "estimate" not in fields and "stdErr" not in fields and fields["progress"] == "0%"
+
+
+def test_worker_failure_reasons() -> None:
+    deadline = {"status": {"conditions": [{"type": "Failed", "status": "True",
+                                           "reason": "DeadlineExceeded", "message": "x"}]}}
+    backoff = {"status": {"conditions": [{"type": "Failed", "status": "True",
+                                          "reason": "FailedIndexes", "message": "y"}]}}
+    assert job_status.worker_job_failure(deadline)[0] == "DeadlineExceeded"  # type: ignore[index]
+    assert job_status.worker_job_failure(backoff)[0] == "WorkerFailed"  # type: ignore[index]
+    assert job_status.worker_job_failure({"status": {}}) is None
+
+
+def test_pod_failure_summary_names_the_shard_and_exit_code() -> None:
+    pod = {
+        "metadata": {"annotations": {"batch.kubernetes.io/job-completion-index": "2"}},
+        "status": {"phase": "Failed", "containerStatuses": [
+            {"state": {"terminated": {"exitCode": 3, "reason": "Error", "message": "boom\nbad"}}}
+        ]},
+    }
+    assert job_status.pod_failure_summary([pod]) == "shard 2: exit code 3 (Error): bad"
