@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -70,82 +71,94 @@ class PoolStats:
 class PgPool:
     """The shared PostgreSQL pool of the operator and the workers; create with `PgPool.open()`."""
 
-    def __init__(self, dsn: str, settings: PgPoolSettings, pool: asyncpg.Pool) -> None:
-        self._dsn = dsn
-        self.settings = settings
-        self._pool = pool
+    def __init__(self, connect: _Connect, settings: PgPoolSettings, pool: asyncpg.Pool) -> None:
+        self._connect = connect
+        self._live = _LivePool(pool, settings)
         self._retiring: set[asyncio.Task[None]] = set()
         self.recycled = 0
         self.replaced_after_ping = 0
 
     @classmethod
     async def open(
-        cls, dsn: str, settings: PgPoolSettings, *, connect_timeout: float = 10.0
+        cls,
+        dsn: str,
+        settings: PgPoolSettings,
+        *,
+        application_name: str = "mcop",
+        connect_timeout: float = 10.0,
     ) -> PgPool:
-        """Open `poolSize` connections; raises OSError or asyncpg errors if unreachable."""
-        return cls(dsn, settings, await _create_pool(dsn, settings, connect_timeout))
+        """Open `poolSize` connections; raises OSError or asyncpg errors if unreachable.
+
+        `application_name` labels the sessions in pg_stat_activity (e.g. "mcop-worker")."""
+        connect = _Connect(dsn, application_name, connect_timeout)
+        return cls(connect, settings, await connect.pool(settings))
+
+    @property
+    def settings(self) -> PgPoolSettings:
+        return self._live.settings
 
     @property
     def target(self) -> str:
         """The server, fit for a log line (password redacted)."""
-        return redact(self._dsn)
+        return redact(self._connect.dsn)
 
     @contextlib.asynccontextmanager
     async def acquire(self, *, timeout: float | None = None) -> AsyncIterator[PoolConnectionProxy]:
         """A checked connection (young enough, pinged when prePing), returned to its pool after."""
-        pool = self._pool  # the pool it came from, even if reconfigure() swaps meanwhile
-        settings = self.settings
-        con = await self._checkout(pool, settings, timeout)
+        live = self._live  # the pool it came from, even if reconfigure() swaps meanwhile
+        con = await self._checkout(live, timeout)
         try:
             yield con
         finally:
-            await self._checkin(pool, settings, con)
+            await self._checkin(live, con)
 
-    async def _checkout(
-        self, pool: asyncpg.Pool, settings: PgPoolSettings, timeout: float | None
-    ) -> PoolConnectionProxy:
+    async def _checkout(self, live: _LivePool, timeout: float | None) -> PoolConnectionProxy:
+        settings = live.settings
         # Each discarded connection goes back as a closed slot that asyncpg reconnects on its next
         # acquire, so after at most max_size + 1 attempts we are handed a brand new connection.
         for _ in range(settings.max_size + 1):
-            con = cast(PoolConnectionProxy, await pool.acquire(timeout=timeout))
+            con = cast(PoolConnectionProxy, await live.pool.acquire(timeout=timeout))
             try:
                 if _age(con) > settings.pool_recycle_seconds:
                     self.recycled += 1
-                    await _discard(pool, con)
+                    await _discard(con)
                     continue
                 if settings.pre_ping and not await _ping(con):
                     self.replaced_after_ping += 1
                     log.info("PostgreSQL connection failed its pre-ping; replacing it")
-                    await _discard(pool, con)
+                    await _discard(con)
                     continue
             except BaseException:  # cancelled mid-check: never leak the slot
-                con.terminate()
+                _terminate(con)
                 raise
             return con
         raise asyncpg.exceptions.InterfaceError("no usable PostgreSQL connection after retries")
 
-    async def _checkin(
-        self, pool: asyncpg.Pool, settings: PgPoolSettings, con: PoolConnectionProxy
-    ) -> None:
-        too_old = _age(con) > settings.pool_recycle_seconds
-        # QueuePool: a returned connection beyond poolSize idle ones is overflow; close it.
-        overflow = pool.get_idle_size() >= settings.pool_size
-        if too_old or overflow or con.is_closed():
+    async def _checkin(self, live: _LivePool, con: PoolConnectionProxy) -> None:
+        too_old = _age(con) > live.settings.pool_recycle_seconds
+        # QueuePool: a connection returned while poolSize idle ones wait is overflow; close it.
+        # `keeping` counts returns still in flight (asyncpg resets a connection before it is idle).
+        overflow = live.pool.get_idle_size() + live.keeping >= live.settings.pool_size
+        if too_old or overflow or _is_dead(con):
             if too_old:
                 self.recycled += 1
-            await _discard(pool, con)
-        else:
-            await pool.release(con)
+            await _discard(con)
+            return
+        live.keeping += 1
+        try:
+            await live.pool.release(con)
+        finally:
+            live.keeping -= 1
 
     async def reconfigure(self, settings: PgPoolSettings, *, dsn: str | None = None) -> None:
         """Swap in a pool with new settings (optionally a new DSN) without losing in-flight work."""
-        if settings == self.settings and (dsn is None or dsn == self._dsn):
+        if settings == self.settings and (dsn is None or dsn == self._connect.dsn):
             return
-        new_dsn = dsn or self._dsn
-        new_pool = await _create_pool(new_dsn, settings, 10.0)
-        old_pool = self._pool
-        self._pool, self.settings, self._dsn = new_pool, settings, new_dsn
-        task = asyncio.create_task(_retire(old_pool))
+        connect = self._connect if dsn is None else dataclasses.replace(self._connect, dsn=dsn)
+        new_pool = await connect.pool(settings)
+        old = self._live
+        self._live, self._connect = _LivePool(new_pool, settings), connect
+        task = asyncio.create_task(_retire(old.pool))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
         log.info(
@@ -157,7 +170,7 @@ class PgPool:
         )
 
     def stats(self) -> PoolStats:
-        pool = self._pool
+        pool = self._live.pool
         size = pool.get_size()
         return PoolStats(
             size=size,
@@ -170,7 +183,7 @@ class PgPool:
 
     async def close(self, timeout: float = 10.0) -> None:
         """Close the pool (waiting up to `timeout` for connections in use), and any old ones."""
-        pools = [self._pool]
+        pools = [self._live.pool]
         for task in list(self._retiring):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -216,16 +229,27 @@ async def _ping(con: PoolConnectionProxy) -> bool:
         return False
 
 
-async def _discard(pool: asyncpg.Pool, con: PoolConnectionProxy) -> None:
-    """Close a handed-out connection; asyncpg puts its slot back and reconnects it when needed."""
-    if con.is_closed():
-        # A dead connection: terminate() finishes asyncpg's cleanup and frees the slot.
+def _is_dead(con: PoolConnectionProxy) -> bool:
+    try:
+        return bool(con.is_closed())
+    except asyncpg.InterfaceError:  # asyncpg already took back a connection that died in use
+        return True
+
+
+def _terminate(con: PoolConnectionProxy) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):  # already taken back by asyncpg
         con.terminate()
+
+
+async def _discard(con: PoolConnectionProxy) -> None:
+    """Close a handed-out connection; asyncpg puts its slot back and reconnects it when needed."""
+    if _is_dead(con):
+        _terminate(con)  # finishes asyncpg's cleanup of a dead connection and frees the slot
         return
     try:
         await asyncio.wait_for(con.close(), _PING_TIMEOUT_SECONDS)
-    except CONNECTION_ERRORS:
-        con.terminate()
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+        _terminate(con)
 
 
 async def _retire(pool: asyncpg.Pool) -> None:
@@ -239,17 +263,38 @@ async def _retire(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
 
-async def _create_pool(dsn: str, settings: PgPoolSettings, connect_timeout: float) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=settings.pool_size,
-        max_size=settings.max_size,
-        # Overflow is trimmed on check-in and age is checked by us; asyncpg's idle timer would
-        # close connections QueuePool keeps, so it is off.
-        max_inactive_connection_lifetime=0,
-        command_timeout=settings.command_timeout_seconds,
-        connection_class=TrackedConnection,
-        init=_stamp_birth,
-        timeout=connect_timeout,
-    )
-    return cast(asyncpg.Pool, pool)
+@dataclass
+class _LivePool:
+    """One asyncpg pool with the settings it was made with; reconfigure() makes a new one."""
+
+    pool: asyncpg.Pool
+    settings: PgPoolSettings
+    keeping: int = 0  # connections being returned to the idle set right now
+
+
+@dataclass(frozen=True)
+class _Connect:
+    """How to reach the server; the pool settings come separately so reconfigure() can swap them."""
+
+    dsn: str
+    application_name: str
+    timeout: float
+
+    def __repr__(self) -> str:  # the DSN holds a password
+        return f"_Connect({redact(self.dsn)}, {self.application_name!r})"
+
+    async def pool(self, settings: PgPoolSettings) -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=settings.pool_size,
+            max_size=settings.max_size,
+            # Overflow is trimmed on check-in and age is checked by us; asyncpg's idle timer would
+            # close connections that QueuePool keeps, so it is off.
+            max_inactive_connection_lifetime=0,
+            command_timeout=settings.command_timeout_seconds,
+            connection_class=TrackedConnection,
+            init=_stamp_birth,
+            timeout=self.timeout,
+            server_settings={"application_name": self.application_name},
+        )
+        return cast(asyncpg.Pool, pool)
