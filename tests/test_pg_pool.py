@@ -205,7 +205,9 @@ def test_pre_ping_replaces_a_connection_whose_backend_was_killed(pg_dsn: str) ->
 
 def test_without_pre_ping_a_killed_backend_surfaces_as_an_error(pg_dsn: str) -> None:
     # The contrast that shows the previous test can fail: the dead connection is handed out.
-    with pytest.raises((asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.AdminShutdownError)):
+    with pytest.raises(
+        (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.AdminShutdownError)
+    ):
         run(_after_backend_killed(pg_dsn, pre_ping=False))
 
 
