@@ -104,6 +104,16 @@ def test_insert_block_is_idempotent(pg_dsn: str) -> None:
     assert shard == "0", "the first writer's row is kept"
 
 
+def test_block_statistics_come_back_byte_for_byte(pg_dsn: str) -> None:
+    text = '{"v":1,"mean":-0.0,"m2":1.2345678901234567e-300,"count":7,"tail":null}'
+
+    async def body(pool: PgPool) -> str:
+        await results_db.insert_block(pool, "u", "h", 0, text, shard=0)
+        return (await results_db.blocks_since(pool, "u", "h", 0))[0][2]
+
+    assert with_db(pg_dsn, body) == text
+
+
 def test_blocks_are_keyed_by_job_and_spec_hash(pg_dsn: str) -> None:
     async def body(pool: PgPool) -> tuple[set[int], set[int], set[int], int, set[int]]:
         for uid, spec_hash, index in [

@@ -8,6 +8,11 @@ Tables (migration 1):
                      (job_uid, spec_hash, block_index) so that a retried shard never counts twice;
                      ``seq`` orders rows by commit for the operator's incremental reads.
 
+Why ``stats`` is ``json`` and not ``jsonb``: jsonb re-encodes numbers as ``numeric``, which has no
+negative zero, so a -0.0 in a block's statistics would come back as 0.0 and the merged numbers
+could differ in a bit from `mcop run`'s. ``json`` stores the engine's text verbatim (still valid,
+queryable JSON), so a record read back is the record written.
+
 Why inserts take a per-job lock: ``seq`` comes from a sequence, and two concurrent inserts may
 commit in the opposite order of their ``seq``. A reader that saw 105 would then never see 104 with
 ``seq > 105``. Holding a transaction-scoped advisory lock on the job while the row gets its
@@ -55,7 +60,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
             job_uid      text NOT NULL,
             spec_hash    text NOT NULL,
             block_index  integer NOT NULL CHECK (block_index >= 0),
-            stats        jsonb NOT NULL,
+            stats        json NOT NULL,  -- json, not jsonb: kept byte for byte (see above)
             shard        integer NOT NULL,
             seq          bigserial NOT NULL,
             created_at   timestamptz NOT NULL DEFAULT now(),
@@ -140,7 +145,7 @@ async def insert_block(
     status = await pool.execute(
         """WITH job_lock AS (SELECT pg_advisory_xact_lock($6, hashtext($1)))
            INSERT INTO block_results (job_uid, spec_hash, block_index, stats, shard)
-           SELECT $1, $2, $3, $4::jsonb, $5 FROM job_lock
+           SELECT $1, $2, $3, $4::json, $5 FROM job_lock
            ON CONFLICT (job_uid, spec_hash, block_index) DO NOTHING""",
         job_uid,
         spec_hash,
