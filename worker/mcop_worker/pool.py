@@ -86,11 +86,14 @@ class PgPool:
         *,
         application_name: str = "mcop",
         connect_timeout: float = 10.0,
+        eager: bool = True,
     ) -> PgPool:
         """Open `poolSize` connections; raises OSError or asyncpg errors if unreachable.
 
-        `application_name` labels the sessions in pg_stat_activity (e.g. "mcop-worker")."""
-        connect = _Connect(dsn, application_name, connect_timeout)
+        `application_name` labels the sessions in pg_stat_activity (e.g. "mcop-worker").
+        `eager=False` opens connections only on demand (SQLAlchemy's own behaviour), for a client
+        that needs one connection at a time, such as a worker; the limits stay the same."""
+        connect = _Connect(dsn, application_name, connect_timeout, eager)
         return cls(connect, settings, await connect.pool(settings))
 
     @property
@@ -279,6 +282,7 @@ class _Connect:
     dsn: str
     application_name: str
     timeout: float
+    eager: bool
 
     def __repr__(self) -> str:  # the DSN holds a password
         return f"_Connect({redact(self.dsn)}, {self.application_name!r})"
@@ -286,7 +290,7 @@ class _Connect:
     async def pool(self, settings: PgPoolSettings) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
             self.dsn,
-            min_size=settings.pool_size,
+            min_size=settings.pool_size if self.eager else 0,
             max_size=settings.max_size,
             # Overflow is trimmed on check-in and age is checked by us; asyncpg's idle timer would
             # close connections that QueuePool keeps, so it is off.

@@ -89,6 +89,7 @@ class WorkerSettings:
     redis: RedisPoolSettings
     postgres: PgPoolSettings
     expected_spec_hash: str | None = None
+    db_retry_seconds: float = 30.0  # how long a worker rides out a PostgreSQL outage
 
     def __repr__(self) -> str:  # the URLs hold passwords: never show them, even in a traceback
         return (
@@ -240,6 +241,7 @@ def worker_settings_from_env(env: Mapping[str, str]) -> WorkerSettings:
         redis=redis_pool_settings_from_env(env),
         postgres=pg_pool_settings_from_env(env),
         expected_spec_hash=expected_hash,
+        db_retry_seconds=_float(env, "MCOP_DB_RETRY_SECONDS", 30.0),
     )
 
 
