@@ -9,7 +9,10 @@ from __future__ import annotations
 
 
 class ManifestError(ValueError):
-    """A manifest the CRD (schema, defaults, CEL rules) refuses: ``field`` says where, ``message`` what."""
+    """A manifest the CRD (schema, defaults, CEL rules) refuses.
+
+    ``field`` says where (``spec.instrument.strike``), ``message`` what is wrong.
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

@@ -1,0 +1,112 @@
+"""The fixed decomposition of a job's paths into blocks, and each block's random stream.
+
+Everything here depends on the spec only, never on the shard count, so any set of workers
+computes exactly the same blocks. The rule (engine version 1):
+
+* A *sample unit* is one path, or one antithetic pair (a path and its mirror, which share normals).
+  units = paths, or ceil(paths / 2) with antithetic variates (an odd path count is rounded up).
+* Block size: ceil(units / 256) rounded up to a multiple of 512 units, at least 512 and at most
+  2**20 units. So a job has at most 256 blocks until it exceeds 2**28 units, and any job with
+  at least 32,768 units has at least 64 blocks: up to 64 shards all get work. The last block
+  holds the remainder.
+* Block b draws from Generator(PCG64(SeedSequence(seed, spawn_key=(b,)))).
+* Inside a block the units are simulated in chunks of `chunk_units` units (a function of the
+  normals each unit needs); a chunk of c units draws its standard normals in the order
+  step, asset, unit: normal (k, j, p) is draw number (k * assets + j) * c + p of the chunk.
+  An antithetic partner uses the same normals negated.
+
+Changing any of this changes the numbers: bump ENGINE_VERSION (it enters specHash and BlockStats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from numpy.random import PCG64, Generator, SeedSequence
+
+from mcop_worker.spec import PATH_DEPENDENT, JobSpec
+
+ENGINE_VERSION = 1
+TARGET_BLOCKS = 256
+BLOCK_ALIGN_UNITS = 512
+MAX_BLOCK_UNITS = 1 << 20
+CHUNK_NORMALS = 32768  # ~256 KiB of float64: stays in L2 between drawing and using them
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    units: int  # sample units in the whole job
+    paths_per_unit: int  # 2 with antithetic variates
+    block_units: int
+    n_blocks: int
+    normals_per_unit: int  # steps x assets
+    chunk_units: int
+
+    @property
+    def paths(self) -> int:
+        return self.units * self.paths_per_unit
+
+    def block_start(self, block: int) -> int:
+        self._check(block)
+        return block * self.block_units
+
+    def units_in_block(self, block: int) -> int:
+        self._check(block)
+        return min(self.block_units, self.units - block * self.block_units)
+
+    def paths_in_block(self, block: int) -> int:
+        return self.units_in_block(block) * self.paths_per_unit
+
+    def paths_in_prefix(self, blocks: int) -> int:
+        """Paths simulated by blocks 0..blocks-1."""
+        if blocks <= 0:
+            return 0
+        return min(self.units, blocks * self.block_units) * self.paths_per_unit
+
+    def _check(self, block: int) -> None:
+        if not 0 <= block < self.n_blocks:
+            raise IndexError(f"block {block} is outside 0..{self.n_blocks - 1}")
+
+
+def plan_blocks(spec: JobSpec) -> BlockPlan:
+    paths_per_unit = 2 if spec.variance_reduction.antithetic else 1
+    units = -(-spec.paths // paths_per_unit)
+    block_units = -(-units // TARGET_BLOCKS)
+    block_units = -(-block_units // BLOCK_ALIGN_UNITS) * BLOCK_ALIGN_UNITS
+    block_units = min(max(block_units, BLOCK_ALIGN_UNITS), MAX_BLOCK_UNITS)
+    n_blocks = -(-units // block_units)
+    normals = normals_per_unit(spec)
+    return BlockPlan(
+        units=units,
+        paths_per_unit=paths_per_unit,
+        block_units=block_units,
+        n_blocks=n_blocks,
+        normals_per_unit=normals,
+        chunk_units=chunk_units(normals),
+    )
+
+
+def normals_per_unit(spec: JobSpec) -> int:
+    inst = spec.instrument
+    steps = inst.steps if inst.type in PATH_DEPENDENT and inst.steps else 1
+    return steps * len(spec.model.assets)
+
+
+def chunk_units(normals: int) -> int:
+    """Units per chunk: as many as fit CHUNK_NORMALS, a multiple of 8 (a SIMD width), at least 8."""
+    return max(8, (CHUNK_NORMALS // normals) // 8 * 8)
+
+
+def block_generator(seed: int, block: int) -> Generator:
+    """The random stream of one block: independent of every other block and of the shards."""
+    return Generator(PCG64(SeedSequence(seed, spawn_key=(block,))))
+
+
+def shard_blocks(n_blocks: int, shards: int, index: int) -> range:
+    """Blocks owned by shard `index` of `shards`: index, index + shards, ... (strided, so that the
+    prefix of finished blocks grows evenly whatever the number of shards)."""
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    if not 0 <= index < shards:
+        raise ValueError(f"shard index {index} is outside 0..{shards - 1}")
+    return range(index, n_blocks, shards)

@@ -1,0 +1,330 @@
+"""The numbers-defining part of a MonteCarloJob spec as frozen dataclasses.
+
+`parse_spec` takes the `spec` dict of a manifest that `validation.validate_manifest` has already
+checked and defaulted, and judges what only code can judge (a correlation matrix that is not
+positive-definite, ...), raising `InvalidSpec` with the field's path. Defaults that the SPEC states
+in words (dividend yield 0, rebate 0, identity correlation, var drift = rate - dividendYield) are
+applied here too, so that a spec parsed without the CRD's defaults still means the same thing.
+
+Irrelevant fields are dropped (`steps` of a European, `barrier` of an Asian, ...): the dataclasses
+hold exactly what determines the numbers, which is what `spec_hash` hashes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mcop_worker.errors import InvalidSpec
+
+InstrumentType = Literal["european", "asian", "barrier", "basket", "var"]
+OptionType = Literal["call", "put"]
+
+SINGLE_ASSET: frozenset[str] = frozenset({"european", "asian", "barrier"})
+PATH_DEPENDENT: frozenset[str] = frozenset({"asian", "barrier"})
+MULTI_ASSET: frozenset[str] = frozenset({"basket", "var"})
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    spot: float
+    volatility: float
+    dividend_yield: float
+    weight: float  # units held; negative: short
+    drift: float  # real-world drift (var) or risk-neutral rate - dividendYield (basket)
+
+
+@dataclass(frozen=True)
+class Model:
+    """GBM. Single-asset instruments use `assets[0]` with weight 1."""
+
+    rate: float
+    assets: tuple[Asset, ...]
+    correlation: tuple[tuple[float, ...], ...]  # always explicit (identity by default)
+
+
+@dataclass(frozen=True)
+class Barrier:
+    level: float
+    direction: Literal["up", "down"]
+    knock: Literal["in", "out"]
+    rebate: float  # paid at maturity: knock-out if knocked out, knock-in if never knocked in
+
+
+@dataclass(frozen=True)
+class Instrument:
+    type: InstrumentType
+    option_type: OptionType | None = None
+    strike: float | None = None
+    maturity: float | None = None  # options
+    steps: int | None = None  # asian, barrier
+    barrier: Barrier | None = None
+    horizon: float | None = None  # var
+    confidence_levels: tuple[float, ...] = ()  # var, in the order given
+
+
+@dataclass(frozen=True)
+class VarianceReduction:
+    antithetic: bool
+    control_variate: bool
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    model: Model
+    instrument: Instrument
+    paths: int
+    seed: int
+    variance_reduction: VarianceReduction
+    target_std_err: float | None
+
+
+def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
+    """A validated, defaulted manifest `spec` -> JobSpec, or InvalidSpec naming the field."""
+    if not isinstance(spec, Mapping):
+        raise InvalidSpec("spec", "must be an object")
+    instrument = _instrument(_obj(spec, "instrument", "spec.instrument"))
+    model = _model(_obj(spec, "model", "spec.model"), instrument.type)
+    paths = _int(spec, "paths", "spec.paths", minimum=1)
+    seed = _int(spec, "seed", "spec.seed", minimum=0, default=0)
+    vr_raw = spec.get("varianceReduction") or {}
+    vr_raw = _as_obj(vr_raw, "spec.varianceReduction")
+    if instrument.type == "var":
+        # Quantiles use plain independent paths: exact order statistics and distribution-free
+        # intervals need i.i.d. losses, so variance reduction does not apply to var.
+        vr = VarianceReduction(antithetic=False, control_variate=False)
+    else:
+        vr = VarianceReduction(
+            antithetic=_bool(vr_raw, "antithetic", "spec.varianceReduction.antithetic"),
+            control_variate=_bool(
+                vr_raw, "controlVariate", "spec.varianceReduction.controlVariate"
+            ),
+        )
+    target = spec.get("targetStdErr")
+    target_std_err = None
+    if target is not None:
+        target_std_err = _num(spec, "targetStdErr", "spec.targetStdErr")
+        if target_std_err <= 0:
+            raise InvalidSpec("spec.targetStdErr", "must be > 0 (or left out)")
+    return JobSpec(model, instrument, paths, seed, vr, target_std_err)
+
+
+# -- instrument ---------------------------------------------------------------------------------
+
+
+def _instrument(raw: Mapping[str, Any]) -> Instrument:
+    f = "spec.instrument"
+    kind = raw.get("type")
+    if kind not in ("european", "asian", "barrier", "basket", "var"):
+        raise InvalidSpec(f"{f}.type", "must be one of european, asian, barrier, basket, var")
+    if kind == "var":
+        horizon = _num(raw, "horizon", f"{f}.horizon")
+        if horizon <= 0:
+            raise InvalidSpec(f"{f}.horizon", "must be > 0 (years)")
+        levels_raw = raw.get("confidenceLevels")
+        if not isinstance(levels_raw, Sequence) or isinstance(levels_raw, str) or not levels_raw:
+            raise InvalidSpec(f"{f}.confidenceLevels", "must be a non-empty list, e.g. [0.99]")
+        levels = []
+        for i, level in enumerate(levels_raw):
+            value = _float(level, f"{f}.confidenceLevels[{i}]")
+            if not 0.0 < value < 1.0:
+                raise InvalidSpec(f"{f}.confidenceLevels[{i}]", "must be strictly between 0 and 1")
+            levels.append(value)
+        if len(set(levels)) != len(levels):
+            raise InvalidSpec(f"{f}.confidenceLevels", "must not repeat a level")
+        return Instrument(type="var", horizon=horizon, confidence_levels=tuple(levels))
+
+    option_type = raw.get("optionType", "call")
+    if option_type not in ("call", "put"):
+        raise InvalidSpec(f"{f}.optionType", "must be call or put")
+    strike = _num(raw, "strike", f"{f}.strike")
+    if strike <= 0:
+        raise InvalidSpec(f"{f}.strike", "must be > 0")
+    maturity = _num(raw, "maturity", f"{f}.maturity")
+    if maturity <= 0:
+        raise InvalidSpec(f"{f}.maturity", "must be > 0 (years)")
+    steps = None
+    if kind in PATH_DEPENDENT:
+        steps = _int(raw, "steps", f"{f}.steps", minimum=1)
+    barrier = None
+    if kind == "barrier":
+        barrier = _barrier(_obj(raw, "barrier", f"{f}.barrier"))
+    return Instrument(
+        type=kind,
+        option_type=option_type,
+        strike=strike,
+        maturity=maturity,
+        steps=steps,
+        barrier=barrier,
+    )
+
+
+def _barrier(raw: Mapping[str, Any]) -> Barrier:
+    f = "spec.instrument.barrier"
+    level = _num(raw, "level", f"{f}.level")
+    if level <= 0:
+        raise InvalidSpec(f"{f}.level", "must be > 0")
+    direction = raw.get("direction")
+    if direction not in ("up", "down"):
+        raise InvalidSpec(f"{f}.direction", "must be up or down")
+    knock = raw.get("knock")
+    if knock not in ("in", "out"):
+        raise InvalidSpec(f"{f}.knock", "must be in or out")
+    rebate = _num(raw, "rebate", f"{f}.rebate", default=0.0)
+    if rebate < 0:
+        raise InvalidSpec(f"{f}.rebate", "must be >= 0")
+    return Barrier(level=level, direction=direction, knock=knock, rebate=rebate)
+
+
+# -- model --------------------------------------------------------------------------------------
+
+
+def _model(raw: Mapping[str, Any], instrument: str) -> Model:
+    f = "spec.model"
+    if raw.get("type", "gbm") != "gbm":
+        raise InvalidSpec(f"{f}.type", "must be gbm (geometric Brownian motion)")
+    rate = _num(raw, "rate", f"{f}.rate", default=0.0)
+    assets_raw = raw.get("assets")
+    if instrument in MULTI_ASSET and assets_raw:
+        if not isinstance(assets_raw, Sequence) or isinstance(assets_raw, str):
+            raise InvalidSpec(f"{f}.assets", "must be a list of assets")
+        assets = tuple(
+            _asset(_as_obj(a, f"{f}.assets[{i}]"), f"{f}.assets[{i}]", rate, i, instrument)
+            for i, a in enumerate(assets_raw)
+        )
+        names = [a.name for a in assets]
+        if len(set(names)) != len(names):
+            raise InvalidSpec(f"{f}.assets", "asset names must be unique")
+        correlation = _correlation(raw.get("correlation"), len(assets))
+        return Model(rate=rate, assets=assets, correlation=correlation)
+    # One asset described by the model's own spot/volatility/dividendYield, weight 1.
+    if "spot" not in raw:
+        what = "spot (or assets)" if instrument in MULTI_ASSET else "spot"
+        raise InvalidSpec(f"{f}.spot", f"is required for a {instrument} instrument: set {what}")
+    asset = _asset(dict(raw, name="asset", weight=1.0), f, rate, 0, instrument)
+    if raw.get("correlation") is not None:
+        _correlation(raw.get("correlation"), 1)
+    return Model(rate=rate, assets=(asset,), correlation=((1.0,),))
+
+
+def _asset(raw: Mapping[str, Any], f: str, rate: float, index: int, instrument: str) -> Asset:
+    spot = _num(raw, "spot", f"{f}.spot")
+    if spot <= 0:
+        raise InvalidSpec(f"{f}.spot", "must be > 0")
+    vol = _num(raw, "volatility", f"{f}.volatility")
+    if vol < 0:
+        raise InvalidSpec(f"{f}.volatility", "must be >= 0")
+    dividend_yield = _num(raw, "dividendYield", f"{f}.dividendYield", default=0.0)
+    weight = _num(raw, "weight", f"{f}.weight", default=1.0)
+    name = raw.get("name", f"asset{index}")
+    if not isinstance(name, str) or not name:
+        raise InvalidSpec(f"{f}.name", "must be a non-empty string")
+    drift = rate - dividend_yield
+    if instrument == "var" and raw.get("drift") is not None:
+        drift = _num(raw, "drift", f"{f}.drift")
+    return Asset(name, spot, vol, dividend_yield, weight, drift)
+
+
+def _correlation(raw: Any, n: int) -> tuple[tuple[float, ...], ...]:
+    f = "spec.model.correlation"
+    if raw is None:
+        return tuple(tuple(1.0 if i == j else 0.0 for j in range(n)) for i in range(n))
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or len(raw) != n:
+        raise InvalidSpec(f, f"must be a {n}x{n} matrix (one row per asset)")
+    rows = []
+    for i, row in enumerate(raw):
+        if not isinstance(row, Sequence) or isinstance(row, str) or len(row) != n:
+            raise InvalidSpec(f"{f}[{i}]", f"must have {n} entries (one per asset)")
+        rows.append(tuple(_float(v, f"{f}[{i}][{j}]") for j, v in enumerate(row)))
+    for i in range(n):
+        if rows[i][i] != 1.0:
+            raise InvalidSpec(f"{f}[{i}][{i}]", "diagonal entries must be 1")
+        for j in range(i):
+            if rows[i][j] != rows[j][i]:
+                raise InvalidSpec(f, f"is not symmetric: [{i}][{j}] != [{j}][{i}]")
+            if not -1.0 <= rows[i][j] <= 1.0:
+                raise InvalidSpec(f"{f}[{i}][{j}]", "must be between -1 and 1")
+    cholesky(rows)  # raises if not positive-definite
+    return tuple(rows)
+
+
+def cholesky(matrix: Sequence[Sequence[float]]) -> list[list[float]]:
+    """Lower-triangular L with L L^T = matrix; InvalidSpec if not positive-definite."""
+    n = len(matrix)
+    lower = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1):
+            s = matrix[i][j] - math.fsum(lower[i][k] * lower[j][k] for k in range(j))
+            if i == j:
+                # A relative floor: a pivot this small means the matrix is numerically singular.
+                if not s > 1e-12:
+                    raise InvalidSpec(
+                        "spec.model.correlation",
+                        "is not positive-definite (assets "
+                        f"0..{i} are perfectly or inconsistently correlated); "
+                        "fix the correlations so that the matrix has only positive eigenvalues",
+                    )
+                lower[i][i] = math.sqrt(s)
+            else:
+                lower[i][j] = s / lower[j][j]
+    return lower
+
+
+# -- scalar helpers -----------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _as_obj(value: Any, f: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidSpec(f, "must be an object")
+    return value
+
+
+def _obj(raw: Mapping[str, Any], key: str, f: str) -> Mapping[str, Any]:
+    if key not in raw or raw[key] is None:
+        raise InvalidSpec(f, "is required")
+    return _as_obj(raw[key], f)
+
+
+def _float(value: Any, f: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSpec(f, f"must be a number, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise InvalidSpec(f, "must be a finite number")
+    return result
+
+
+def _num(raw: Mapping[str, Any], key: str, f: str, default: Any = _MISSING) -> float:
+    value = raw.get(key)
+    if value is None:
+        if default is _MISSING:
+            raise InvalidSpec(f, "is required")
+        return float(default)
+    return _float(value, f)
+
+
+def _int(raw: Mapping[str, Any], key: str, f: str, minimum: int, default: int | None = None) -> int:
+    value = raw.get(key)
+    if value is None:
+        if default is None:
+            raise InvalidSpec(f, "is required")
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec(f, f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise InvalidSpec(f, f"must be >= {minimum}")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str, f: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidSpec(f, f"must be true or false, got {value!r}")
+    return value

@@ -1,0 +1,73 @@
+"""specHash: a canonical hash of everything that determines a job's numbers, and nothing else.
+
+The canonical form is built from the parsed JobSpec, so defaults are applied, integers written as
+floats where the field is a number (100 == 100.0), key order and formatting do not matter, and
+fields that cannot change the numbers are left out: shards, priority, resources and names never
+enter; nor do `steps` of a European, the asset names, or `rate` of a var (only its drifts do).
+The engine's stream version is included so that a change of algorithm never reuses old results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from mcop_worker.blocks import ENGINE_VERSION
+from mcop_worker.spec import MULTI_ASSET, JobSpec
+
+
+def canonical_spec(spec: JobSpec) -> dict[str, Any]:
+    """The JSON-ready dict that `spec_hash` hashes (useful to show what a hash covers)."""
+    inst = spec.instrument
+    is_var = inst.type == "var"
+    assets = []
+    for a in spec.model.assets:
+        entry: dict[str, Any] = {"spot": a.spot, "volatility": a.volatility}
+        if is_var:
+            entry["drift"] = a.drift
+        else:
+            entry["dividendYield"] = a.dividend_yield
+        if inst.type in MULTI_ASSET:
+            entry["weight"] = a.weight
+        assets.append(entry)
+    model: dict[str, Any] = {"type": "gbm", "assets": assets}
+    if not is_var:
+        model["rate"] = spec.model.rate
+    if inst.type in MULTI_ASSET:
+        model["correlation"] = [list(row) for row in spec.model.correlation]
+
+    instrument: dict[str, Any] = {"type": inst.type}
+    if is_var:
+        instrument["horizon"] = inst.horizon
+        instrument["confidenceLevels"] = list(inst.confidence_levels)
+    else:
+        instrument.update(optionType=inst.option_type, strike=inst.strike, maturity=inst.maturity)
+    if inst.steps is not None:
+        instrument["steps"] = inst.steps
+    if inst.barrier is not None:
+        b = inst.barrier
+        instrument["barrier"] = {
+            "level": b.level,
+            "direction": b.direction,
+            "knock": b.knock,
+            "rebate": b.rebate,
+        }
+    return {
+        "engine": ENGINE_VERSION,
+        "model": model,
+        "instrument": instrument,
+        "paths": spec.paths,
+        "seed": spec.seed,
+        "varianceReduction": {
+            "antithetic": spec.variance_reduction.antithetic,
+            "controlVariate": spec.variance_reduction.control_variate,
+        },
+        "targetStdErr": spec.target_std_err,
+    }
+
+
+def spec_hash(spec: JobSpec) -> str:
+    """ "sha256:<hex>" of the canonical JSON (sorted keys, no spaces, floats by repr)."""
+    text = json.dumps(canonical_spec(spec), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
