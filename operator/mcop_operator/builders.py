@@ -71,7 +71,9 @@ def worker_env(
         **tuning.worker_env(),
     }
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
-    env.append(_secret_env("MCOP_REDIS_URL", tuning.redis.url_secret.name, tuning.redis.url_secret.key))
+    env.append(
+        _secret_env("MCOP_REDIS_URL", tuning.redis.url_secret.name, tuning.redis.url_secret.key)
+    )
     env.append(
         _secret_env(
             "MCOP_POSTGRES_DSN", tuning.postgres.dsn_secret.name, tuning.postgres.dsn_secret.key

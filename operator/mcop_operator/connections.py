@@ -8,6 +8,7 @@ best-effort accelerator."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -127,15 +128,24 @@ class Services:
             return False, None
 
     async def record_job(
-        self, ref: JobRef, spec: Mapping[str, Any], spec_hash: str, status: str,
+        self,
+        ref: JobRef,
+        spec: Mapping[str, Any],
+        spec_hash: str,
+        status: str,
         result: Mapping[str, Any] | None,
     ) -> bool:
         """Keep the jobs table in step; written only when the status changes."""
         if self._recorded.get(ref.uid) == status and result is None:
             return True
         ok, _ = await self._db_call(
-            results_db.upsert_job, uid=ref.uid, namespace=ref.namespace, name=ref.name,
-            status=status, spec_hash=spec_hash, spec=dict(spec),
+            results_db.upsert_job,
+            uid=ref.uid,
+            namespace=ref.namespace,
+            name=ref.name,
+            status=status,
+            spec_hash=spec_hash,
+            spec=dict(spec),
         )
         if ok and result is not None:
             ok, _ = await self._db_call(results_db.store_result, ref.uid, result, status=status)
@@ -159,22 +169,29 @@ class Services:
         return ok
 
     async def cached_result(self, spec_hash: str) -> dict[str, Any] | None:
-        return await self.redis().cached_result(spec_hash)
+        raw = await self.redis().cached_result(spec_hash)
+        return None if raw is None else dict(json.loads(raw))
 
     async def cache_result(self, spec_hash: str, result: Mapping[str, Any]) -> None:
-        await self.redis().cache_result(spec_hash, dict(result), self.tuning.redis.ttl_seconds)
+        await self.redis().cache_result(
+            spec_hash, json.dumps(dict(result), sort_keys=True), self.tuning.redis.ttl_seconds
+        )
 
-    async def request_stop(self, uid: str) -> None:
-        await self.redis().request_stop(uid)
+    async def request_stop(self, uid: str, block_limit: int = 0) -> None:
+        await self.redis().request_stop(uid, block_limit)
 
-    async def bus_ok(self) -> bool:
-        return await self.redis().ping()
+    async def shard_progress(self, uid: str) -> tuple[bool, dict[int, Any]]:
+        """(Redis answers?, each shard's last report with its heartbeat)."""
+        bus = self.redis()
+        reports = await bus.read_progress(uid)
+        return bus.available, reports
 
     async def forget_job(self, uid: str) -> None:
         ok, _ = await self._db_call(results_db.delete_job_blocks, uid)
         if not ok:
             raise RuntimeError("PostgreSQL unavailable: the job's blocks are deleted on retry")
-        await self.redis().forget_job(uid)
+        await self.redis().clear_progress(uid)
+        await self.redis().clear_stop(uid)
         self._recorded.pop(uid, None)
 
 
@@ -203,8 +220,9 @@ class ConnectionRegistry:
     def opened(self, namespace: str) -> list[Services]:
         return [s for (ns, _), s in self._services.items() if ns == namespace]
 
-    async def forget_job(self, namespace: str, uid: str, tuning_name: str,
-                         spec: Mapping[str, Any] | None) -> None:
+    async def forget_job(
+        self, namespace: str, uid: str, tuning_name: str, spec: Mapping[str, Any] | None
+    ) -> None:
         services = await self.for_tuning(namespace, tuning_name, spec)
         await services.forget_job(uid)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -27,9 +27,7 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def progress_fields(
-    numbers: RunningNumbers, paths_per_second: float | None
-) -> dict[str, Any]:
+def progress_fields(numbers: RunningNumbers, paths_per_second: float | None) -> dict[str, Any]:
     """The progress part of status; ``progress`` is whole percent, never 100% before the end."""
     total = max(numbers.paths_total, 1)
     pct = min(100, math.floor(100 * numbers.paths_done / total))
@@ -92,13 +90,15 @@ def worker_job_failure(worker_job: Mapping[str, Any] | None) -> tuple[str, str] 
     return "WorkerFailed", str(failed.get("message") or failed.get("reason") or "workers failed")
 
 
-def pod_failure_summary(pods: list[Mapping[str, Any]]) -> str | None:
+def pod_failure_summary(pods: Sequence[Mapping[str, Any]]) -> str | None:
     """The most telling reason a worker pod gave, e.g. 'shard 1: exit code 1 (Error): ...'."""
     for pod in pods:
         if (pod.get("status") or {}).get("phase") != "Failed":
             continue
-        index = (pod.get("metadata") or {}).get("annotations", {}).get(
-            "batch.kubernetes.io/job-completion-index", "?"
+        index = (
+            (pod.get("metadata") or {})
+            .get("annotations", {})
+            .get("batch.kubernetes.io/job-completion-index", "?")
         )
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             term = (cs.get("state") or {}).get("terminated") or {}

@@ -29,9 +29,9 @@ class OwnedByAnother(Exception):
 def load_config() -> None:
     """In a pod: the ServiceAccount; elsewhere: KUBECONFIG or ~/.kube/config."""
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -75,9 +75,7 @@ class KubeApi:
     async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         secret = await self._get_or_none(self.core.read_namespaced_secret, name, namespace)
         if secret is None:
-            raise SecretProblem(
-                f"Secret {namespace}/{name} not found: create it with key {key!r}"
-            )
+            raise SecretProblem(f"Secret {namespace}/{name} not found: create it with key {key!r}")
         data = secret.get("data") or {}
         if key not in data:
             raise SecretProblem(f"Secret {namespace}/{name} has no key {key!r}: add it")
@@ -87,9 +85,7 @@ class KubeApi:
         return await self._get_or_none(self.batch.read_namespaced_job, name, namespace)
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        pods = await self._call(
-            self.core.list_namespaced_pod, namespace, label_selector=selector
-        )
+        pods = await self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
         items: list[dict[str, Any]] = pods.get("items", [])
         return items
 
@@ -166,4 +162,4 @@ class KubeApi:
         )
 
 
-__all__ = ["KubeApi", "OwnedByAnother", "SecretProblem", "load_config", "_is"]
+__all__ = ["KubeApi", "OwnedByAnother", "SecretProblem", "_is", "load_config"]

@@ -34,7 +34,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         prefix=naming.GROUP, key="last-handled-configuration"
     )
     settings.watching.server_timeout = 300
-    settings.background.cancellation_timeout = 10
     kube = KubeApi()
     memo.config = config
     memo.kube = kube
@@ -51,11 +50,16 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 # -- indexes: what the loops need to know about other objects, without asking the API ----------
 @kopf.index(naming.GROUP, naming.VERSION, naming.JOB_PLURAL)
 def job_queue(
-    namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
     **_: Any,
 ) -> dict[str, QueueEntry] | None:
     phase = status.get("phase")
-    if phase in TERMINAL_PHASES:
+    if phase in TERMINAL_PHASES or namespace is None:
         return None
     admitted = bool(status.get("workerJob"))
     return {
@@ -70,8 +74,10 @@ def job_queue(
 
 
 @kopf.index(naming.GROUP, naming.VERSION, naming.TUNING_PLURAL)
-def tunings(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Any]:
-    return {(namespace, name): dict(spec)}
+def tunings(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], Any]:
+    return {(namespace or "", name): dict(spec)}
 
 
 # -- MonteCarloJob -------------------------------------------------------------------------------
@@ -80,20 +86,25 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.daemon(
-    naming.GROUP, naming.VERSION, naming.JOB_PLURAL,
-    id="reconcile", when=_unfinished, cancellation_timeout=10,
+    naming.GROUP,
+    naming.VERSION,
+    naming.JOB_PLURAL,
+    id="reconcile",
+    when=_unfinished,
+    cancellation_timeout=10,
 )
 async def run_job(
     stopped: kopf.DaemonStopped,
     body: kopf.Body,
     name: str,
-    namespace: str,
+    namespace: str | None,
     uid: str,
     memo: kopf.Memo,
-    job_queue: kopf.Index[str, QueueEntry],
-    tunings: kopf.Index[tuple[str, str], Any],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
+    assert namespace is not None  # MonteCarloJob is namespaced
+    job_queue: kopf.Index[str, QueueEntry] = kwargs["job_queue"]
+    tunings: kopf.Index[tuple[str, str], Any] = kwargs["tunings"]
     reconciler = JobReconciler(
         ref=JobRef(name=name, namespace=namespace, uid=uid),
         config=memo.config,
@@ -124,10 +135,16 @@ async def run_job(
 
 @kopf.on.delete(naming.GROUP, naming.VERSION, naming.JOB_PLURAL, retries=5, backoff=2)
 async def forget_job(
-    name: str, namespace: str, uid: str, spec: kopf.Spec, memo: kopf.Memo,
-    tunings: kopf.Index[tuple[str, str], Any], **_: Any
+    name: str,
+    namespace: str | None,
+    uid: str,
+    spec: kopf.Spec,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     """The worker Job goes with its owner reference; the finished blocks and live keys go here."""
+    assert namespace is not None
+    tunings: kopf.Index[tuple[str, str], Any] = kwargs["tunings"]
     tuning_name = str(spec.get("tuningRef") or "default")
     tuning_spec = next(iter(tunings.get((namespace, tuning_name), [])), None)
     await memo.connections.forget_job(namespace, uid, tuning_name, tuning_spec)
@@ -140,15 +157,20 @@ def run(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="mcop operator", description=run.__doc__)
     parser.add_argument(
-        "-n", "--namespace", action="append", default=[],
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
         help="watch only this namespace (repeatable); default: all namespaces",
     )
     parser.add_argument(
-        "--liveness", default="http://0.0.0.0:8081/healthz",
+        "--liveness",
+        default="http://0.0.0.0:8081/healthz",
         help="kopf's liveness endpoint (default %(default)s)",
     )
     parser.add_argument(
-        "--peering", action="store_true",
+        "--peering",
+        action="store_true",
         help="coordinate with other operator replicas through kopf peering (default: standalone)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -156,7 +178,7 @@ def run(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose)
     kopf.run(
         standalone=not args.peering,
-        namespaces=args.namespace or None,
+        namespaces=list(args.namespace),
         clusterwide=not args.namespace,
         liveness_endpoint=args.liveness or None,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcop_worker.errors import ManifestError
@@ -129,9 +129,11 @@ class _Step:
     # -- helpers -------------------------------------------------------------------------------
     def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
         old = get_condition(self.status["conditions"], type_)
-        if old is None or old.get("status") != ("True" if ok else "False") or old.get(
-            "reason"
-        ) != reason:
+        if (
+            old is None
+            or old.get("status") != ("True" if ok else "False")
+            or old.get("reason") != reason
+        ):
             self.transition = True
         self.status["conditions"] = set_condition(
             self.status["conditions"], type_, ok, reason, message, self.generation
@@ -294,7 +296,7 @@ class _Step:
             detail = job_status.pod_failure_summary(pods)
             return self.fail(reason, f"{message}; {detail}" if detail else message)
 
-        redis_ok = await services.bus_ok()
+        redis_ok, _reports = await services.shard_progress(o.ref.uid)
         self.condition(
             "RedisAvailable",
             redis_ok,
@@ -305,18 +307,31 @@ class _Step:
         )
         if suspended:
             self.phase("Suspended")
-            self.condition("Suspended", True, "Suspended", "spec.suspend is true; finished blocks are kept")
+            self.condition(
+                "Suspended", True, "Suspended", "spec.suspend is true; finished blocks are kept"
+            )
             self.condition("Running", False, "Suspended", "suspended by spec.suspend")
             o.rate.reset()
             return Outcome(delay=o.config.waiting_interval_seconds)
-        self.condition("Suspended", False, "Resumed" if self.status.get("phase") == "Suspended" else "NotSuspended", "")
+        self.condition(
+            "Suspended",
+            False,
+            "Resumed" if self.status.get("phase") == "Suspended" else "NotSuspended",
+            "",
+        )
         self.phase("Running")
-        self.condition("Running", True, "WorkersRunning", f"{summary.numbers.paths_done} of "
-                       f"{summary.numbers.paths_total} paths simulated")
+        self.condition(
+            "Running",
+            True,
+            "WorkersRunning",
+            f"{summary.numbers.paths_done} of {summary.numbers.paths_total} paths simulated",
+        )
         if job_status.worker_job_finished_ok(worker) and not summary.complete_on_record:
             # Every shard exited 0 but blocks are missing: the database lost writes, or the
             # workers were stopped early. Relaunch; finished blocks are skipped.
-            self.warn_once("relaunch", "WorkersRelaunched", "workers ended with blocks missing; relaunching")
+            self.warn_once(
+                "relaunch", "WorkersRelaunched", "workers ended with blocks missing; relaunching"
+            )
             await o.kube.delete_job(ns, worker_name)
         return Outcome(delay=o.config.reconcile_interval_seconds)
 
@@ -328,13 +343,15 @@ class _Step:
         stored = await services.store_result(o.ref, self.spec, spec_hash, result)
         if not stored:
             self.condition(
-                "DatabaseAvailable", False, "PostgresUnavailable",
+                "DatabaseAvailable",
+                False,
+                "PostgresUnavailable",
                 "the result is ready but PostgreSQL does not answer: retrying before Succeeded",
             )
             return Outcome(delay=o.config.waiting_interval_seconds)
         await services.cache_result(spec_hash, result)
         if summary.stopped_early:
-            await services.request_stop(o.ref.uid)
+            await services.request_stop(o.ref.uid, summary.final.blocks)
         worker_name = naming.worker_job_name(o.ref.name)
         worker = await o.kube.get_job(o.ref.namespace, worker_name)
         if worker is not None and not job_status.worker_job_finished_ok(worker):
@@ -358,4 +375,7 @@ class _Step:
 
 def _success_message(result: Mapping[str, Any], early: bool) -> str:
     how = "target standard error reached" if early else "all paths simulated"
-    return f"estimate {result.get('estimate')} ± {result.get('stdErr')} over {result.get('paths')} paths ({how})"
+    return (
+        f"estimate {result.get('estimate')} ± {result.get('stdErr')} "
+        f"over {result.get('paths')} paths ({how})"
+    )

@@ -53,7 +53,9 @@ def system_snapshot(disk_path: str = "/") -> dict[str, Any]:
     if cpus:
         cpu = min(100.0, cpu * (os.cpu_count() or 1) / cpus)
     limit, usage = cgroup_memory_limit(), cgroup_memory_usage()
-    memory = 100.0 * usage / limit if limit and usage is not None else psutil.virtual_memory().percent
+    memory = (
+        100.0 * usage / limit if limit and usage is not None else psutil.virtual_memory().percent
+    )
     net = psutil.net_io_counters()
     return {
         "cpuPercent": round(cpu, 1),
