@@ -221,13 +221,19 @@ async def _work(settings: WorkerSettings, spec: JobSpec, digest: str) -> int:
 async def _open_pool(settings: WorkerSettings) -> PgPool:
     # A worker uses one connection at a time: it opens them on demand (like SQLAlchemy's
     # QueuePool) within the PerfTuning's limits instead of holding poolSize of them.
-    return await PgPool.open(
+    pool = await PgPool.open(
         settings.postgres_dsn,
         settings.postgres,
         application_name="mcop-worker",
         eager=False,
         connect_timeout=min(10.0, settings.postgres.command_timeout_seconds),
     )
+    try:
+        await pool.fetchval("SELECT 1")  # lazy pools connect on first use: check now
+    except BaseException:
+        await pool.close(timeout=1.0)
+        raise
+    return pool
 
 
 async def _heartbeat(

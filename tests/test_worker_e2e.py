@@ -1,0 +1,323 @@
+"""`mcop worker` as the pods run it: a subprocess configured by environment variables, against real
+PostgreSQL and Redis. The test plays the Job controller (it starts the shards and retries them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from mcop_devcluster.services import PostgresServer, RedisServer
+from mcop_worker import results_db, validation
+from mcop_worker.aggregate import aggregate
+from mcop_worker.blocks import plan_blocks
+from mcop_worker.pool import PgPool
+from mcop_worker.progress_bus import ProgressBus, ShardProgress
+from mcop_worker.settings import PgPoolSettings, RedisPoolSettings
+from mcop_worker.simulate import simulate_block
+from mcop_worker.spec import JobSpec, parse_spec
+from mcop_worker.spec_hash import spec_hash
+from mcop_worker.stats import BlockStats
+
+pytestmark = pytest.mark.services
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def manifest_spec(instrument: dict[str, Any], paths: int, **extra: Any) -> dict[str, Any]:
+    """A MonteCarloJob spec with the CRD's defaults applied, as the API server stores it."""
+    doc = {
+        "apiVersion": "montecarlo.io/v1alpha1",
+        "kind": "MonteCarloJob",
+        "metadata": {"name": "e2e"},
+        "spec": {
+            "model": {"type": "gbm", "spot": 100.0, "volatility": 0.2, "rate": 0.05},
+            "instrument": instrument,
+            "paths": paths,
+            "seed": 42,
+            "varianceReduction": {"antithetic": True, "controlVariate": True},
+            **extra,
+        },
+    }
+    return dict(validation.validate_manifest(doc)["spec"])
+
+
+EUROPEAN = {"type": "european", "optionType": "call", "strike": 100.0, "maturity": 1.0}
+# Long enough (a few seconds) to do something to the servers while it runs.
+SLOW_ASIAN = {"type": "asian", "optionType": "call", "strike": 100.0, "maturity": 1.0, "steps": 252}
+
+
+@dataclass
+class Job:
+    uid: str
+    spec: dict[str, Any]
+    parsed: JobSpec
+    hash: str
+    shards: int
+
+    @classmethod
+    def new(cls, spec: dict[str, Any], shards: int) -> Job:
+        parsed = parse_spec(spec)
+        return cls(str(uuid.uuid4()), spec, parsed, spec_hash(parsed), shards)
+
+    @property
+    def n_blocks(self) -> int:
+        return plan_blocks(self.parsed).n_blocks
+
+    def env(self, index: int, pg_dsn: str, redis_url: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MCOP_", "JOB_"))}
+        env.update(
+            MCOP_JOB_UID=self.uid,
+            MCOP_JOB_NAMESPACE="tests",
+            MCOP_JOB_NAME="e2e",
+            MCOP_SPEC=json.dumps(self.spec),
+            MCOP_SPEC_HASH=self.hash,
+            MCOP_SHARDS=str(self.shards),
+            JOB_COMPLETION_INDEX=str(index),
+            MCOP_REDIS_URL=redis_url,
+            MCOP_POSTGRES_DSN=pg_dsn,
+            MCOP_HEARTBEAT_SECONDS="1",
+            MCOP_PG_POOL_SIZE="2",
+            MCOP_PG_MAX_OVERFLOW="1",
+            MCOP_REDIS_MAX_CONNECTIONS="4",
+            MCOP_REDIS_SOCKET_TIMEOUT_SECONDS="2",
+        )
+        env.update(extra)
+        return env
+
+    def start(self, index: int, pg_dsn: str, redis_url: str, **extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mcop_worker.worker_main"],
+            env=self.env(index, pg_dsn, redis_url, **extra),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"worker still running after {timeout} s:\n{err}")
+    return process.returncode, out + err
+
+
+async def _rows(pg_dsn: str, uid: str) -> list[tuple[int, int, int, str]]:
+    """(block_index, shard, seq, stats) of every stored block of a job, in block order."""
+    pool = await PgPool.open(pg_dsn, PgPoolSettings(pool_size=1, max_overflow=0))
+    try:
+        if await results_db.schema_version(pool) == 0:
+            return []
+        rows = await pool.fetch(
+            "SELECT block_index, shard, seq, stats::text AS stats FROM block_results "
+            "WHERE job_uid = $1 ORDER BY block_index",
+            uid,
+        )
+        return [(r["block_index"], r["shard"], r["seq"], r["stats"]) for r in rows]
+    finally:
+        await pool.close()
+
+
+def stored(pg_dsn: str, uid: str) -> list[tuple[int, int, int, str]]:
+    return asyncio.run(_rows(pg_dsn, uid))
+
+
+def progress(redis_url: str, uid: str) -> dict[int, ShardProgress]:
+    async def read() -> dict[int, ShardProgress]:
+        bus = ProgressBus(redis_url, RedisPoolSettings())
+        try:
+            return await bus.read_progress(uid)
+        finally:
+            await bus.close()
+
+    return asyncio.run(read())
+
+
+def wait_for_blocks(pg_dsn: str, uid: str, at_least: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while (count := len(stored(pg_dsn, uid))) < at_least:
+        if time.monotonic() > deadline:
+            pytest.fail(f"only {count} blocks stored after {timeout} s")
+        time.sleep(0.1)
+    return count
+
+
+def test_two_shards_store_every_block_once_and_match_the_in_process_engine(
+    pg_dsn: str, redis_url: str
+) -> None:
+    job = Job.new(manifest_spec(EUROPEAN, paths=120_000), shards=2)
+    shards = [job.start(i, pg_dsn, redis_url) for i in range(2)]
+    outcomes = [finish(p) for p in shards]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+
+    rows = stored(pg_dsn, job.uid)
+    n = job.n_blocks
+    assert n >= 50, "a job big enough to have many blocks per shard"
+    assert [b for b, *_ in rows] == list(range(n)), "every block stored exactly once"
+    assert all(shard == b % 2 for b, shard, _, _ in rows), "strided ownership"
+
+    # Bit for bit: each stored record is the in-process engine's, and so is the aggregate.
+    for b, _, _, text in rows:
+        assert text == simulate_block(job.parsed, b).to_json(), f"block {b}"
+    from_db = aggregate([BlockStats.from_json(text) for *_, text in rows], job.parsed)
+    in_process = aggregate([simulate_block(job.parsed, b) for b in range(n)], job.parsed)
+    assert from_db == in_process
+    assert from_db.to_result() == in_process.to_result()
+
+    reports = progress(redis_url, job.uid)
+    assert sorted(reports) == [0, 1]
+    assert all(r.state == "done" and r.blocks_done == r.blocks_total for r in reports.values())
+    assert sum(r.paths_done for r in reports.values()) == plan_blocks(job.parsed).paths
+    assert all(time.time() - r.heartbeat < 60 for r in reports.values())
+
+    # The Job controller retries a shard (say its pod was lost after finishing): nothing new.
+    max_seq = max(seq for _, _, seq, _ in rows)
+    code, output = finish(job.start(0, pg_dsn, redis_url))
+    assert code == 0, output
+    again = stored(pg_dsn, job.uid)
+    assert again == rows, "a retried shard inserts nothing"
+    assert max(seq for _, _, seq, _ in again) == max_seq
+    assert "were stored earlier; skipping them" in output
+
+
+def test_worker_finishes_when_redis_goes_away_mid_run(
+    pg_dsn: str, redis_url: str, redis_server: RedisServer
+) -> None:
+    job = Job.new(manifest_spec(SLOW_ASIAN, paths=1_000_000), shards=1)
+    worker = job.start(0, pg_dsn, redis_url)
+    try:
+        wait_for_blocks(pg_dsn, job.uid, 1)
+        redis_server.stop()
+        code, output = finish(worker)
+    finally:
+        redis_server.start()
+    assert code == 0, output
+    rows = stored(pg_dsn, job.uid)
+    assert [b for b, *_ in rows] == list(range(job.n_blocks))
+    warnings = [
+        line for line in output.splitlines() if "Redis at" in line and "unavailable" in line
+    ]
+    assert len(warnings) == 1, output
+
+
+def test_worker_exits_nonzero_with_one_clear_line_when_postgres_is_down(
+    pg_dsn: str, redis_url: str, postgres_server: PostgresServer
+) -> None:
+    job = Job.new(manifest_spec(EUROPEAN, paths=20_000), shards=1)
+    password = urlsplit(pg_dsn).password
+    assert password
+    postgres_server.stop()
+    try:
+        started = time.monotonic()
+        code, output = finish(job.start(0, pg_dsn, redis_url, MCOP_DB_RETRY_SECONDS="3"), 60)
+        elapsed = time.monotonic() - started
+    finally:
+        postgres_server.start()
+    assert code == 1, output
+    assert elapsed < 30, "bounded retries"
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("mcop worker: error: PostgreSQL unreachable (connect) after"), output
+    assert f"127.0.0.1:{postgres_server.port}" in output or str(postgres_server.port) in output
+    assert password not in output, "no secret in the output"
+    assert "Traceback" not in output
+
+
+def test_worker_rides_out_a_short_postgres_outage(
+    pg_dsn: str, redis_url: str, postgres_server: PostgresServer
+) -> None:
+    job = Job.new(manifest_spec(SLOW_ASIAN, paths=1_000_000), shards=1)
+    worker = job.start(0, pg_dsn, redis_url, MCOP_DB_RETRY_SECONDS="60")
+    try:
+        wait_for_blocks(pg_dsn, job.uid, 1)
+        postgres_server.stop()
+        time.sleep(2)
+    finally:
+        postgres_server.start()
+    code, output = finish(worker)
+    assert code == 0, output
+    assert [b for b, *_ in stored(pg_dsn, job.uid)] == list(range(job.n_blocks))
+    assert "PostgreSQL unavailable" in output
+
+
+def test_sigterm_stops_promptly_and_a_retry_completes_the_shard(
+    pg_dsn: str, redis_url: str
+) -> None:
+    job = Job.new(manifest_spec(SLOW_ASIAN, paths=1_000_000), shards=1)
+    worker = job.start(0, pg_dsn, redis_url)
+    wait_for_blocks(pg_dsn, job.uid, 2)
+    worker.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    code, output = finish(worker, timeout=30)
+    took = time.monotonic() - sent
+    assert code == 128 + signal.SIGTERM, output
+    assert took < 5, f"exited {took:.1f} s after SIGTERM"
+    partial = [b for b, *_ in stored(pg_dsn, job.uid)]
+    assert 2 <= len(partial) < job.n_blocks
+
+    code, output = finish(job.start(0, pg_dsn, redis_url))
+    assert code == 0, output
+    assert [b for b, *_ in stored(pg_dsn, job.uid)] == list(range(job.n_blocks))
+
+
+def test_stop_request_limits_the_blocks_computed(pg_dsn: str, redis_url: str) -> None:
+    job = Job.new(manifest_spec(EUROPEAN, paths=120_000), shards=2)
+
+    async def ask() -> None:
+        bus = ProgressBus(redis_url, RedisPoolSettings())
+        try:
+            assert await bus.request_stop(job.uid, block_limit=10)
+        finally:
+            await bus.close()
+
+    asyncio.run(ask())
+    outcomes = [finish(p) for p in [job.start(i, pg_dsn, redis_url) for i in range(2)]]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    assert [b for b, *_ in stored(pg_dsn, job.uid)] == list(range(10))
+    assert {r.state for r in progress(redis_url, job.uid).values()} == {"stopped"}
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"MCOP_SHARDS": ""}, "MCOP_SHARDS"),
+        ({"JOB_COMPLETION_INDEX": "2"}, "JOB_COMPLETION_INDEX"),
+        ({"MCOP_SPEC": "{not json"}, "MCOP_SPEC"),
+        ({"MCOP_PG_POOL_SIZE": "0"}, "MCOP_PG_POOL_SIZE"),
+        ({"MCOP_POSTGRES_DSN": "mysql://root:hunter2@db/x"}, "MCOP_POSTGRES_DSN"),
+        ({"MCOP_SPEC_HASH": "sha256:0000"}, "MCOP_SPEC_HASH"),
+    ],
+)
+def test_bad_configuration_exits_2_naming_the_variable(
+    change: Mapping[str, str], variable: str
+) -> None:
+    job = Job.new(manifest_spec(EUROPEAN, paths=20_000), shards=2)
+    env = job.env(0, "postgresql://u:hunter2@127.0.0.1:1/db", "redis://127.0.0.1:1/0")
+    env.update(change)
+    if change.get(variable) == "":
+        del env[variable]
+    result = subprocess.run(
+        [sys.executable, "-m", "mcop_worker.worker_main"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert variable in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
