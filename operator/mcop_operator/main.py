@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from . import naming
+from . import metrics, naming
 from .admission import QueueEntry
 from .builders import JobRef
 from .config import OperatorConfig
@@ -19,6 +19,7 @@ from .job_status import TERMINAL_PHASES
 from .kube import KubeApi, load_config
 from .priority import priority_rank
 from .reconcile_job import JobReconciler
+from .reconcile_tuning import TuningReconciler
 
 log = logging.getLogger("mcop.operator")
 
@@ -39,6 +40,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.kube = kube
     memo.connections = ConnectionRegistry(kube)
     memo.admit_locks = collections.defaultdict(asyncio.Lock)
+    metrics.serve(config.metrics_port)
     log.info("montecarlo-operator started; worker image %s", config.worker_image)
 
 
@@ -183,3 +185,29 @@ def run(argv: list[str] | None = None) -> int:
         liveness_endpoint=args.liveness or None,
     )
     return 0
+
+
+# -- PerfTuning ----------------------------------------------------------------------------------
+@kopf.daemon(naming.GROUP, naming.VERSION, naming.TUNING_PLURAL, id="tune", cancellation_timeout=10)
+async def run_tuning(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """Apply the settings live and refresh the metrics every spec.metrics.intervalSeconds."""
+    assert namespace is not None
+    job_queue: kopf.Index[str, QueueEntry] = kwargs["job_queue"]
+    reconciler = TuningReconciler(namespace, name, memo.kube, memo.connections)
+    failures = 0
+    while not stopped:
+        try:
+            delay = await reconciler.step(body, list(job_queue.get(namespace, [])))
+            failures = 0
+        except Exception as exc:  # never crash the operator over one PerfTuning
+            failures += 1
+            delay = min(60.0, 2.0**failures)
+            log.warning("perftuning %s/%s: %s (retrying in %.0fs)", namespace, name, exc, delay)
+        await stopped.wait(delay)

@@ -12,7 +12,7 @@ from typing import Any
 
 from mcop_worker.errors import ManifestError
 
-from . import job_status, naming, numbers
+from . import job_status, metrics, naming, numbers
 from .admission import QueueEntry, may_start
 from .builders import JobRef, build_worker_job
 from .conditions import get_condition, now_rfc3339, set_condition
@@ -156,6 +156,7 @@ class _Step:
         self.condition("Running", False, reason, message)
         self.status["completionTime"] = now_rfc3339()
         self.o.event("Warning", reason, message)
+        metrics.JOBS_FINISHED.labels("Failed", reason).inc()
         return Outcome(finished=True)
 
     # -- the pass ------------------------------------------------------------------------------
@@ -366,6 +367,7 @@ class _Step:
         self.condition("Running", False, reason, "finished")
         self.condition("Succeeded", True, reason, _success_message(result, summary.stopped_early))
         o.event("Normal", reason, _success_message(result, summary.stopped_early))
+        metrics.JOBS_FINISHED.labels("Succeeded", reason).inc()
         return Outcome(finished=True)
 
     def elapsed(self) -> float:

@@ -1,0 +1,151 @@
+"""A PerfTuning's loop: apply its settings to the live pools (no restart), then measure Redis,
+PostgreSQL, the system and the job queue, and write the dashboard into its status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mcop_worker import db_metrics
+from mcop_worker.errors import ManifestError
+
+from . import metrics
+from .admission import QueueEntry
+from .conditions import now_rfc3339, set_condition
+from .connections import ConnectionRegistry, Services
+from .kube import KubeApi, SecretProblem
+from .system_metrics import system_snapshot
+
+log = logging.getLogger(__name__)
+
+
+def job_counts(entries: Iterable[QueueEntry]) -> dict[str, int]:
+    entries = list(entries)
+    running = sum(1 for e in entries if e.holds_slot)
+    return {"running": running, "queued": len(entries) - running}
+
+
+async def redis_status(services: Services) -> tuple[dict[str, Any], str]:
+    """(status.redis, problem or "")."""
+    bus = services.redis()
+    m = await bus.server_metrics()
+    hit, miss = bus.cache_rates()
+    if not m.connected:
+        return {"connected": False, "hitRate": hit, "missRate": miss}, m.error or "no answer"
+    return {
+        "connected": True,
+        "hitRate": round(hit, 4),
+        "missRate": round(miss, 4),
+        "keys": m.keys,
+        "usedMemoryBytes": m.used_memory_bytes,
+        "latencyMs": round(m.latency_ms, 3),
+    }, ""
+
+
+async def postgres_status(services: Services) -> tuple[dict[str, Any], str]:
+    """(status.postgres, problem or "")."""
+    pool = await services.database()
+    if pool is None:
+        return {"connected": False}, "PostgreSQL does not answer"
+    try:
+        stats = pool.stats()
+        usage = await db_metrics.index_usage(pool)
+        slow = await db_metrics.slow_queries(pool, services.tuning.metrics.slow_query_threshold_ms)
+        status: dict[str, Any] = {
+            "connected": True,
+            "poolSize": stats.size,
+            "poolInUse": stats.in_use,
+            "activeConnections": await db_metrics.active_connections(pool),
+            "slowQueriesAvailable": slow.available,
+            "slowQueries": [q.to_status() for q in slow.queries],
+            "tableSizesBytes": await db_metrics.table_sizes(pool),
+            "indexes": [
+                {"name": i.name, "table": i.table, "scans": i.scans, "sizeBytes": i.size_bytes}
+                for i in usage.indexes
+            ],
+            "unusedIndexes": usage.unused,
+        }
+    except Exception as exc:
+        return {"connected": False}, f"{type(exc).__name__}: {exc}"
+    return status, ""
+
+
+class TuningReconciler:
+    def __init__(self, namespace: str, name: str, kube: KubeApi, connections: ConnectionRegistry):
+        self.namespace = namespace
+        self.name = name
+        self.kube = kube
+        self.connections = connections
+        self.applied_generation: int | None = None
+        self.applied_at: str | None = None
+
+    async def step(self, body: Mapping[str, Any], queue: Iterable[QueueEntry]) -> float:
+        """One pass; returns the seconds until the next (spec.metrics.intervalSeconds)."""
+        spec = dict(body.get("spec") or {})
+        generation = int((body.get("metadata") or {}).get("generation") or 1)
+        old_status: Mapping[str, Any] = body.get("status") or {}
+        conditions: list[dict[str, Any]] = list(old_status.get("conditions") or [])
+        status: dict[str, Any] = {"observedGeneration": generation}
+
+        def cond(type_: str, ok: bool, reason: str, message: str) -> None:
+            nonlocal conditions
+            conditions = set_condition(conditions, type_, ok, reason, message, generation)
+
+        try:
+            services = await self.connections.for_tuning(self.namespace, self.name, spec)
+        except ManifestError as exc:
+            cond("SettingsApplied", False, "InvalidSpec", f"{exc.field}: {exc.message}")
+            return await self._write(status | {"phase": "Error"}, conditions, 30.0)
+        except SecretProblem as exc:
+            cond("SettingsApplied", False, "SecretNotFound", str(exc))
+            cond("Ready", False, "SecretNotFound", str(exc))
+            return await self._write(status | {"phase": "Error"}, conditions, 10.0)
+        if self.applied_generation != generation:
+            self.applied_generation, self.applied_at = generation, now_rfc3339()
+            log.info(
+                "PerfTuning %s/%s generation %d applied", self.namespace, self.name, generation
+            )
+        status["appliedAt"] = self.applied_at
+        cond("SettingsApplied", True, "Applied", "pools follow this spec; new worker Jobs too")
+
+        redis, redis_problem = await redis_status(services)
+        postgres, pg_problem = await postgres_status(services)
+        cond(
+            "RedisReady",
+            not redis_problem,
+            "Connected" if not redis_problem else "RedisUnavailable",
+            redis_problem or "Redis answers",
+        )
+        cond(
+            "PostgresReady",
+            not pg_problem,
+            "Connected" if not pg_problem else "PostgresUnavailable",
+            pg_problem or "PostgreSQL answers",
+        )
+        problems = [p for p in (redis_problem and "Redis", pg_problem and "PostgreSQL") if p]
+        phase = "Degraded" if problems else "Ready"
+        cond(
+            "Ready",
+            not problems,
+            "Degraded" if problems else "AllHealthy",
+            f"unavailable: {', '.join(problems)}" if problems else "Redis and PostgreSQL answer",
+        )
+        status.update(
+            phase=phase,
+            redis=redis,
+            postgres=postgres,
+            system=system_snapshot(),
+            jobs=job_counts(queue),
+        )
+        metrics.export_tuning(self.namespace, self.name, status)
+        return await self._write(
+            status, conditions, float(services.tuning.metrics.interval_seconds)
+        )
+
+    async def _write(
+        self, status: dict[str, Any], conditions: list[dict[str, Any]], delay: float
+    ) -> float:
+        status["conditions"] = conditions
+        await self.kube.patch_tuning_status(self.namespace, self.name, status)
+        return delay
