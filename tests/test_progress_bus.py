@@ -57,7 +57,7 @@ def test_progress_is_a_hash_per_job_with_a_field_per_shard_and_a_ttl(redis_url: 
     try:
         assert raw.type(progress_key(uid)) == "hash"
         assert 0 < raw.ttl(progress_key(uid)) <= 3600, "progress keys expire"
-        assert '"blocksDone":4' in raw.hget(progress_key(uid), "0")
+        assert '"blocksDone":4' in str(raw.hget(progress_key(uid), "0"))
     finally:
         raw.close()
 

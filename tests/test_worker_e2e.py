@@ -33,6 +33,7 @@ from mcop_worker.stats import BlockStats
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
+MCOP_WORKER = [str(Path(sys.executable).with_name("mcop")), "worker"]  # the pods' command
 
 
 def manifest_spec(instrument: dict[str, Any], paths: int, **extra: Any) -> dict[str, Any]:
@@ -98,7 +99,7 @@ class Job:
 
     def start(self, index: int, pg_dsn: str, redis_url: str, **extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "mcop_worker.worker_main"],
+            MCOP_WORKER,
             env=self.env(index, pg_dsn, redis_url, **extra),
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -311,7 +312,7 @@ def test_bad_configuration_exits_2_naming_the_variable(
     if change.get(variable) == "":
         del env[variable]
     result = subprocess.run(
-        [sys.executable, "-m", "mcop_worker.worker_main"],
+        MCOP_WORKER,
         env=env,
         cwd=ROOT,
         capture_output=True,
