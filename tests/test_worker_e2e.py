@@ -246,13 +246,21 @@ def test_worker_rides_out_a_short_postgres_outage(
     try:
         wait_for_blocks(pg_dsn, job.uid, 1)
         postgres_server.stop()
-        time.sleep(2)
+        time.sleep(1.0)  # the worker finishes its block and starts waiting for the database
+        before = progress(redis_url, job.uid)[0]
+        time.sleep(2.5)
+        during = progress(redis_url, job.uid)[0]
     finally:
         postgres_server.start()
     code, output = finish(worker)
     assert code == 0, output
     assert [b for b, *_ in stored(pg_dsn, job.uid)] == list(range(job.n_blocks))
     assert "PostgreSQL unavailable" in output
+    # While it waits for PostgreSQL the shard still heartbeats (every MCOP_HEARTBEAT_SECONDS=1),
+    # so the operator does not take it for lost; its block count does not move.
+    assert during.heartbeat - before.heartbeat >= 1.5
+    assert during.blocks_done == before.blocks_done
+    assert during.state == "running"
 
 
 def test_sigterm_stops_promptly_and_a_retry_completes_the_shard(
