@@ -31,27 +31,29 @@ def wait_until(
     timeout: float,
     what: str,
     interval: float = 0.05,
-    alive: ManagedProcess | None = None,
+    alive: ManagedProcess | Sequence[ManagedProcess] = (),
 ) -> None:
     """Polls ``ready`` until it returns True; fails with ``what`` after ``timeout`` seconds.
 
-    With ``alive`` given, fails at once (with the log's tail) when that process exits meanwhile.
+    Fails at once (with the log's tail) when a process in ``alive`` exits meanwhile.
     """
+    watched = [alive] if isinstance(alive, ManagedProcess) else list(alive)
     deadline = time.monotonic() + timeout
     delay = interval
     while True:
-        if alive is not None and not alive.running:
-            raise ProcessStartError(
-                f"{alive.name} exited with code {alive.returncode} while waiting for {what}\n"
-                + alive.log_tail()
-            )
+        for proc in watched:
+            if not proc.running:
+                raise ProcessStartError(
+                    f"{proc.name} exited with code {proc.returncode} while waiting for {what}\n"
+                    + proc.log_tail()
+                )
         try:
             if ready():
                 return
         except Exception:  # not ready yet: anything may fail while a server starts
             pass
         if time.monotonic() >= deadline:
-            tail = alive.log_tail() if alive is not None else ""
+            tail = "\n".join(proc.log_tail() for proc in watched)
             raise ProcessStartError(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
