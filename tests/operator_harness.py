@@ -123,3 +123,76 @@ def running_operator(
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj)
+
+
+class JobsHarness:
+    """A namespace with the Secrets the default PerfTuning names and a running operator."""
+
+    def __init__(self, cluster: Any, namespace: str, operator: OperatorProcess) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.operator = operator
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> Any:
+        return self.cluster.kubectl("-n", self.namespace, *args, check=check, input=input)
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+    def create_job(self, name: str, spec: dict[str, Any]) -> None:
+        self.apply(job_manifest(name, spec))
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        result = self.kubectl("get", kind, name, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        doc: dict[str, Any] = json.loads(result.stdout)
+        return doc
+
+    def job(self, name: str) -> dict[str, Any]:
+        doc = self.get("montecarlojob", name)
+        assert doc is not None, f"MonteCarloJob {name} not found"
+        return doc
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.job(name).get("status") or {})
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 120.0) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            status = self.status(name)
+            return status if status.get("phase") in phases else None
+
+        try:
+            return dict(wait_for(check, timeout=timeout, what=f"{name} in {phases}"))
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nstatus: {json.dumps(self.status(name), indent=1)}\n"
+                f"operator log (tail):\n{self.operator.log()[-4000:]}"
+            ) from None
+
+    def condition(self, name: str, type_: str) -> dict[str, Any] | None:
+        for cond in self.status(name).get("conditions") or []:
+            if cond.get("type") == type_:
+                return dict(cond)
+        return None
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = self.kubectl(
+            "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json"
+        )
+        items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+        return items
+
+
+def mcop_run_json(manifest: dict[str, Any], tmp_path: Path, shards: int = 1) -> dict[str, Any]:
+    """What `mcop run --json` prints for the same manifest, on this machine."""
+    path = tmp_path / f"{manifest['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    mcop = str(Path(sys.executable).parent / "mcop")
+    out = subprocess.run(
+        [mcop, "run", str(path), "--json", "--shards", str(shards)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc

@@ -10,9 +10,6 @@ from typing import Any
 from .naming import API_VERSION, JOB_KIND, WORKER_CONTAINER, child_labels, worker_job_name
 from .tuning import Tuning
 
-# The Job controller may retry a failed shard this often before the whole job fails; blocks a
-# failed pod already stored are skipped by its replacement, so a retry never counts twice.
-SHARD_RETRIES = 3
 WORKER_UID = 10001
 
 
@@ -94,6 +91,7 @@ def build_worker_job(
     priority_class: str,
     image: str,
     image_pull_policy: str = "IfNotPresent",
+    shard_retries: int = 3,
 ) -> dict[str, Any]:
     """One Indexed Job: completion index i is shard i of ``spec.shards``."""
     shards = int(spec.get("shards", 1))
@@ -123,7 +121,7 @@ def build_worker_job(
             "completionMode": "Indexed",
             "completions": shards,
             "parallelism": shards,
-            "backoffLimitPerIndex": SHARD_RETRIES,
+            "backoffLimitPerIndex": shard_retries,
             "maxFailedIndexes": 0,
             "activeDeadlineSeconds": int(timeout),
             "ttlSecondsAfterFinished": int(spec.get("ttlSecondsAfterFinished", 86400)),

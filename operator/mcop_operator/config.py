@@ -17,6 +17,9 @@ class OperatorConfig:
     # How often jobs that wait (for a Secret, a queue slot) look again.
     waiting_interval_seconds: float
     metrics_port: int
+    # How often the Job controller retries one failed shard before the job fails (WorkerFailed);
+    # a retry skips the blocks its predecessor stored.
+    shard_retries: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -28,4 +31,5 @@ class OperatorConfig:
             status_interval_seconds=float(e.get("MCOP_STATUS_INTERVAL_SECONDS", "2")),
             waiting_interval_seconds=float(e.get("MCOP_WAITING_INTERVAL_SECONDS", "5")),
             metrics_port=int(e.get("MCOP_METRICS_PORT", "8080")),
+            shard_retries=int(e.get("MCOP_SHARD_RETRIES", "3")),
         )

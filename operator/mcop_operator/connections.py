@@ -177,8 +177,9 @@ class Services:
             spec_hash, json.dumps(dict(result), sort_keys=True), self.tuning.redis.ttl_seconds
         )
 
-    async def request_stop(self, uid: str, block_limit: int = 0) -> None:
-        await self.redis().request_stop(uid, block_limit)
+    async def request_stop(self, uid: str, block_limit: int = 0) -> bool:
+        """False when Redis did not take the request."""
+        return await self.redis().request_stop(uid, block_limit)
 
     async def shard_progress(self, uid: str) -> tuple[bool, dict[int, Any]]:
         """(Redis answers?, each shard's last report with its heartbeat)."""

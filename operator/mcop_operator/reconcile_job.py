@@ -280,6 +280,7 @@ class _Step:
                 pc_name,
                 o.config.worker_image,
                 o.config.worker_image_pull_policy,
+                o.config.shard_retries,
             )
             try:
                 worker = await o.kube.ensure_job(body, o.ref.uid)
@@ -352,11 +353,7 @@ class _Step:
             return Outcome(delay=o.config.waiting_interval_seconds)
         await services.cache_result(spec_hash, result)
         if summary.stopped_early:
-            await services.request_stop(o.ref.uid, summary.final.blocks)
-        worker_name = naming.worker_job_name(o.ref.name)
-        worker = await o.kube.get_job(o.ref.namespace, worker_name)
-        if worker is not None and not job_status.worker_job_finished_ok(worker):
-            await o.kube.delete_job(o.ref.namespace, worker_name)
+            await self.stop_workers(services, summary.final.blocks)
         reason = "TargetPrecisionReached" if summary.stopped_early else "AllPathsSimulated"
         self.status["result"] = result
         self.status.update(numbers.status_from_result(result))
@@ -369,6 +366,14 @@ class _Step:
         o.event("Normal", reason, _success_message(result, summary.stopped_early))
         metrics.JOBS_FINISHED.labels("Succeeded", reason).inc()
         return Outcome(finished=True)
+
+    async def stop_workers(self, services: Services, block_limit: int) -> None:
+        """Blocks past the decided prefix are not needed: workers that hear it through Redis
+        exit 0 and the Job completes; without Redis the worker Job is deleted instead."""
+        o = self.o
+        stopped = await services.request_stop(o.ref.uid, block_limit)
+        if not stopped:
+            await o.kube.delete_job(o.ref.namespace, naming.worker_job_name(o.ref.name))
 
     def elapsed(self) -> float:
         start = self.status.get("startTime")

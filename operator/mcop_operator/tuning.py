@@ -60,6 +60,9 @@ class Tuning:
         """The settings worker pods need, as the environment variables mcop worker reads."""
         return {
             "MCOP_HEARTBEAT_SECONDS": str(self.workers.heartbeat_interval_seconds),
+            # How long a worker keeps trying an unreachable PostgreSQL before its pod fails
+            # (and the Job controller retries it): a few command timeouts.
+            "MCOP_DB_RETRY_SECONDS": str(max(5.0, 4 * self.postgres.pool.command_timeout_seconds)),
             **pool_env(self.postgres.pool, self.redis.pool),
         }
 

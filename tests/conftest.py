@@ -1,0 +1,41 @@
+"""Fixtures shared by the operator's end-to-end tests (the servers come from mcop_devcluster)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_harness import PRIORITY_CLASSES, JobsHarness, running_operator, secret_manifest
+
+
+@pytest.fixture(scope="session")
+def cluster_with_crds(kube_cluster: Any) -> Any:
+    """The control plane with the project's CRDs and PriorityClasses installed."""
+    kube_cluster.install_crds()
+    kube_cluster.kubectl("apply", "-f", str(PRIORITY_CLASSES))
+    return kube_cluster
+
+
+@pytest.fixture
+def jobs(
+    cluster_with_crds: Any, namespace: str, pg_dsn: str, redis_url: str, tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[JobsHarness]:
+    """A namespace ready for MonteCarloJobs: Secrets for the built-in PerfTuning defaults and an
+    operator (`mcop operator --namespace NS`) watching it. Extra operator environment comes from
+    the test's ``operator_env`` marker."""
+    for doc in (
+        secret_manifest(namespace, "montecarlo-redis", "url", redis_url),
+        secret_manifest(namespace, "montecarlo-postgres", "dsn", pg_dsn),
+    ):
+        cluster_with_crds.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    marker = request.node.get_closest_marker("operator_env")
+    env = dict(marker.kwargs) if marker else {}
+    with running_operator(
+        str(cluster_with_crds.kubeconfig), namespace, tmp_path / "operator.log",
+        MCOP_METRICS_PORT="0", **env,
+    ) as op:
+        yield JobsHarness(cluster_with_crds, namespace, op)
