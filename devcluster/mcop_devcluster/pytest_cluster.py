@@ -28,6 +28,7 @@ from kubernetes import client, config
 
 from mcop_devcluster.binaries import MissingBinary
 from mcop_devcluster.controlplane import ControlPlane
+from mcop_devcluster.project_resources import install_priority_classes
 from mcop_devcluster.rest import RestClient
 from mcop_devcluster.services import MissingProgram
 
@@ -41,7 +42,8 @@ _CLUSTER_FIXTURES = {"kube_cluster", "namespace"}
 @dataclass
 class KubeCluster:
     """What tests use of the control plane: ``kubeconfig``, ``env``, ``kubectl()``, ``rest()``,
-    ``api_client()``, ``pod_log()``, ``install_crds()`` and ``wait_for()``."""
+    ``api_client()``, ``pod_log()``, ``install_crds()``, ``install_priority_classes()`` and
+    ``wait_for()``."""
 
     control_plane: ControlPlane
     kubeconfig: Path = field(init=False)
@@ -112,6 +114,10 @@ class KubeCluster:
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
         if paths is None:
             self._crds_installed = True
+
+    def install_priority_classes(self) -> None:
+        """The chart's PriorityClasses montecarlo-low/normal/high/critical (idempotent)."""
+        install_priority_classes(self.rest())
 
     @staticmethod
     def wait_for(

@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import uuid
@@ -114,8 +115,21 @@ class PostgresServer:
         ).stdout.strip()
         return bool(libdir) and Path(libdir, "pg_stat_statements.so").is_file()
 
+    def _check_reachable(self) -> None:
+        """The `postgres` user must be able to walk down to the folder (not under /root, say)."""
+        if self._os_user is None:
+            return
+        for parent in self.base_dir.resolve().parents:
+            mode = parent.stat()
+            if not mode.st_mode & stat.S_IXOTH and mode.st_uid != self._os_user.pw_uid:
+                raise ValueError(
+                    f"PostgreSQL runs as user postgres, which cannot enter {parent}: "
+                    f"put its folder elsewhere (the default is under {tempfile.gettempdir()})"
+                )
+
     def _initdb(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._check_reachable()
         pwfile = self.base_dir / "pwfile"
         pwfile.write_text(self.password + "\n")
         if self._os_user is not None:
