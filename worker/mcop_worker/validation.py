@@ -10,8 +10,8 @@ paths. The steps follow the API server's order for a create:
 3. the OpenAPI schema (types, enums, ranges, patterns, sizes; unknown fields refused as
    ``kubectl apply``'s strict field validation does), with jsonschema;
 4. every CEL rule (``x-kubernetes-validations``) at the node it is attached to, with cel-python;
-   skipped when step 3 found a type error, as the API server does. Transition rules (``oldSelf``)
-   only run in :func:`validate_update`.
+   skipped when step 3 found a type error, as the API server does (or an oversized list).
+   Transition rules (``oldSelf``) only run in :func:`validate_update`.
 
 Numbers come back normalised: ``type: number`` fields are floats, ``type: integer`` fields ints.
 """
@@ -278,7 +278,9 @@ def _schema_errors(manifest: dict[str, Any], kind: str) -> tuple[list[FieldError
     type_error = False
     found = sorted(_validator(kind).iter_errors(manifest), key=lambda e: list(map(str, e.path)))
     for error in found:
-        type_error |= error.validator in ("type", "anyOf")
+        # Like the API server, a type error keeps the CEL rules from running. So does a list or
+        # map above its size limit: the API server would cut such a rule off with its cost budget.
+        type_error |= error.validator in ("type", "anyOf", "maxItems", "maxProperties", "maxLength")
         errors.extend(_translate(error))
     return errors, type_error
 
@@ -398,7 +400,7 @@ def _cel_errors(value: Any, schema: Mapping[str, Any], path: str, old: Any) -> l
             sub = properties.get(key) or _additional(schema)
             if sub is None:
                 continue
-            child = _join(path, key) if key in properties else f"{path}[{key}]"
+            child = _join(path, key)
             child_old = old.get(key, _MISSING) if isinstance(old, dict) else _MISSING
             errors += _cel_errors(item, sub, child, child_old)
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
