@@ -6,6 +6,9 @@ numpy: the stream is identical, `tests/test_engine_kernels.py` checks it) into a
 stays in cache, then runs the path arithmetic over the chunk in loops that LLVM vectorises.
 Memory is a few chunk-sized buffers, whatever the number of paths.
 
+The block kernels release the GIL (`nogil`), so a worker can keep its heartbeat thread or event
+loop running while a block computes.
+
 Determinism: no fastmath, so every floating-point operation is the IEEE operation written here,
 in the order written (vectorising an element-wise loop does not change its results); the
 exponential is our own (`fexp`, ~2 ulp) built from additions and multiplications only, so it
@@ -174,7 +177,7 @@ def _accumulate(acc: Any, y: Any, x: Any, c: int, with_x: bool) -> None:
 # -- single asset -------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def european_block(
     gen: Any,
     units: int,
@@ -216,7 +219,7 @@ def european_block(
         start += c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def asian_block(
     gen: Any,
     units: int,
@@ -290,7 +293,7 @@ def asian_block(
         start += c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def barrier_block(
     gen: Any,
     units: int,
@@ -410,7 +413,7 @@ def _correlated_log_prices(
             out[j, p] = ln_spot[j] + (drift[j] + diffusion[j] * (sign * out[j, p]))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def basket_block(
     gen: Any,
     units: int,
@@ -486,7 +489,7 @@ def _basket_values(
         geo[p] = fexp(geo[p])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def portfolio_losses_block(
     gen: Any,
     units: int,

@@ -7,6 +7,7 @@ own (`blocks.shard_blocks`), simulate each and store the JSON of the result.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -55,15 +56,17 @@ def tail_size(units: int, lowest_level: float) -> int:
     return min(units, keep)
 
 
-_workspace = np.empty(0)
+_scratch = threading.local()
 
 
 def _work(size: int) -> Array:
-    """A scratch buffer of at least `size` floats, kept for the life of the process."""
-    global _workspace
-    if _workspace.size < size:
-        _workspace = np.empty(size)
-    return _workspace
+    """A scratch buffer of at least `size` floats, kept per thread (fresh memory costs page
+    faults on every block; the kernels release the GIL, so threads must not share it)."""
+    buf: Array | None = getattr(_scratch, "buf", None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size)
+        _scratch.buf = buf
+    return buf
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,216 @@
+"""`mcop`: run a MonteCarloJob here (`mcop run`), the operator (`mcop operator`) or a worker pod
+(`mcop worker`).
+
+Imports are lazy so that `mcop --help` is instant and `mcop run` works without the operator's
+dependencies. Exit codes: 0 success, 2 invalid manifest (the message names the field), 1 anything
+else (unreadable file, a shard that crashed, ...), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("operator", "worker"):
+        return _dispatch(args[0], args[1:])
+    parser = _parser()
+    ns = parser.parse_args(args)
+    if ns.command != "run":
+        parser.print_help(sys.stderr)
+        return EXIT_INVALID
+    return run_command(ns.file, ns.shards, ns.json, ns.progress)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcop", description="Reproducible Monte Carlo simulations as Kubernetes resources."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run a MonteCarloJob manifest on this machine",
+        description="Run a MonteCarloJob manifest on this machine with the engine the worker pods "
+        "run. The numbers are the same bits for any --shards.",
+    )
+    run.add_argument("file", metavar="FILE", help="MonteCarloJob YAML manifest ('-' for stdin)")
+    run.add_argument(
+        "--shards",
+        type=_shards,
+        default=None,
+        metavar="N",
+        help="local processes (1-64; default: the manifest's spec.shards, at most the CPU count)",
+    )
+    run.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    run.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress line on stderr: auto (only on a terminal), always, never",
+    )
+    sub.add_parser("operator", help="run the operator (see `mcop operator --help`)")
+    sub.add_parser("worker", help="worker pod entrypoint (configured by environment variables)")
+    return parser
+
+
+def _shards(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
+def _dispatch(command: str, rest: list[str]) -> int:
+    if command == "operator":
+        from mcop_operator.main import run as run_operator
+
+        return int(run_operator(rest))
+    from mcop_worker.worker_main import run as run_worker
+
+    return int(run_worker(rest))
+
+
+# -- mcop run -----------------------------------------------------------------------------------
+
+
+def run_command(file: str, shards: int | None, as_json: bool, progress: str = "auto") -> int:
+    from mcop_worker.errors import ManifestError
+
+    try:
+        manifest = load_manifest(file)
+    except OSError as exc:
+        _error(f"cannot read {file}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    except ManifestError as exc:
+        _invalid(file, exc)
+        return EXIT_INVALID
+    try:
+        spec, shards_in_manifest = _job_spec(manifest)
+    except ManifestError as exc:
+        _invalid(file, exc)
+        return EXIT_INVALID
+    if shards is None:
+        shards = max(1, min(shards_in_manifest, os.cpu_count() or 1))
+    return _execute(manifest, spec, shards, as_json, progress)
+
+
+def load_manifest(file: str) -> dict[str, Any]:
+    """The one YAML document of `file`; ManifestError if it is not YAML or not one object."""
+    import yaml
+
+    from mcop_worker.errors import ManifestError
+
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError("manifest", f"is not valid YAML: {exc}") from None
+    if len(docs) != 1:
+        raise ManifestError("manifest", f"must hold one MonteCarloJob document, found {len(docs)}")
+    if not isinstance(docs[0], dict):
+        raise ManifestError("manifest", "must be a YAML mapping (apiVersion, kind, metadata, spec)")
+    return docs[0]
+
+
+def _job_spec(manifest: dict[str, Any]) -> tuple[Any, int]:
+    """Validate with the CRD's rules (defaults applied), then what only code can judge."""
+    from mcop_worker import validation
+    from mcop_worker.spec import parse_spec
+
+    doc = validation.validate_manifest(manifest)
+    spec = doc["spec"]
+    return parse_spec(spec), int(spec.get("shards", 1))
+
+
+def _execute(manifest: dict[str, Any], spec: Any, shards: int, as_json: bool, mode: str) -> int:
+    from mcop_worker.local_runner import ShardFailed, run_job
+    from mcop_worker.progress_bar import ProgressBar
+
+    bar = ProgressBar(sys.stderr, mode)
+    try:
+        result = run_job(spec, shards, on_progress=bar.update)
+    except KeyboardInterrupt:
+        bar.close()
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except ShardFailed as exc:
+        bar.close()
+        _error(str(exc))
+        return EXIT_FAILED
+    bar.close()
+    if as_json:
+        print(json.dumps(result.to_json()))
+    else:
+        name = (manifest.get("metadata") or {}).get("name", "job")
+        print_result(sys.stdout, name, spec, result, shards)
+    return EXIT_OK
+
+
+def print_result(out: TextIO, name: str, spec: Any, result: Any, shards: int) -> None:
+    from mcop_worker.progress_bar import duration, human
+
+    est = result.estimate
+    inst = spec.instrument
+    vr = spec.variance_reduction
+    techniques = [
+        t
+        for t, on in (("antithetic", vr.antithetic), ("control variate", vr.control_variate))
+        if on
+    ]
+    what = inst.type if inst.type == "var" else f"{inst.type} {inst.option_type}"
+    out.write(f"{name}: {what}, seed {spec.seed}, {', '.join(techniques) or 'plain Monte Carlo'}\n")
+    label = "VaR " + _level(inst.confidence_levels[0]) if inst.type == "var" else "price"
+    rows = [
+        (f"estimate ({label})", f"{est.estimate:.6f}"),
+        ("std error", f"{est.std_err:.6f}"),
+        (f"{est.ci_level:.0%} interval", f"[{est.ci_lower:.6f}, {est.ci_upper:.6f}]"),
+    ]
+    if est.value_at_risk is not None:
+        for key, value in est.value_at_risk.items():
+            es = (est.expected_shortfall or {}).get(key, float("nan"))
+            rows.append((f"level {key}", f"VaR {value:.6f}   ES {es:.6f}"))
+    stopped = " (target stdErr reached: stopped early)" if est.stopped_early else ""
+    rows += [
+        ("paths", f"{est.paths:,}{stopped}"),
+        (
+            "time",
+            f"{duration(result.elapsed_seconds)} on {shards} process"
+            f"{'es' if shards > 1 else ''}, {human(result.paths_per_second)} paths/s",
+        ),
+        ("spec hash", result.spec_hash),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        out.write(f"  {key:<{width}}  {value}\n")
+
+
+def _level(level: float) -> str:
+    return f"{level * 100:g}%"
+
+
+def _invalid(file: str, exc: Any) -> None:
+    lines = str(exc).splitlines() or [str(exc)]
+    _error(f"{file} is not a valid MonteCarloJob:\n" + "\n".join(f"  {line}" for line in lines))
+
+
+def _error(message: str) -> None:
+    print(f"mcop run: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
