@@ -412,6 +412,25 @@ BAD_JOBS: list[BadCase] = [
         "should match",
     ),
     ("name-too-long", changed(E, "j" * 53), "metadata.name", "must be at most 52 characters"),
+    (
+        "tuning-ref-too-long",
+        changed(E, "tuning-long", spec__tuningRef="t" * 254),
+        "spec.tuningRef",
+        "Too long",
+    ),
+    (
+        "too-many-assets",
+        changed(
+            V,
+            "assets-65",
+            spec__model__correlation=DELETE,
+            spec__model__assets=[
+                {"name": f"A{i}", "spot": 1.0, "volatility": 0.1} for i in range(65)
+            ],
+        ),
+        "spec.model.assets",
+        "must have at most 64 items",
+    ),
     # CEL: which instrument takes which fields
     (
         "barrier-on-european",

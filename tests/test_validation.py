@@ -424,9 +424,10 @@ def test_the_largest_allowed_portfolio_validates_quickly() -> None:
     assert time.perf_counter() - started < 10
     identity[5][7] = 0.1
     doc = changed(doc, "big", spec__model__correlation=identity)
-    assert [e.message for e in manifest_errors(doc)] == [
+    (error,) = manifest_errors(doc)
+    assert error.message.endswith(
         "model.correlation must be symmetric (correlation[i][j] == correlation[j][i])"
-    ]
+    )
 
 
 def test_an_oversized_list_is_refused_without_running_the_rules() -> None:

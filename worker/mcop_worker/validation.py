@@ -10,7 +10,8 @@ paths. The steps follow the API server's order for a create:
 3. the OpenAPI schema (types, enums, ranges, patterns, sizes; unknown fields refused as
    ``kubectl apply``'s strict field validation does), with jsonschema;
 4. every CEL rule (``x-kubernetes-validations``) at the node it is attached to, with cel-python;
-   skipped when step 3 found a type error, as the API server does (or an oversized list).
+   skipped after the errors the API server calls blocking (a wrong type, a missing required
+   field, a value outside an enum, a list or string above its size limit).
    Transition rules (``oldSelf``) only run in :func:`validate_update`.
 
 Numbers come back normalised: ``type: number`` fields are floats, ``type: integer`` fields ints.
@@ -51,6 +52,18 @@ _DNS_SUBDOMAIN_MESSAGE: Final = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
     "'.', and must start and end with an alphanumeric character (e.g. 'example.com')"
 )
+# Schema errors after which the API server skips the CEL rules (wrong type, missing required
+# field, value outside an enum, too long or too many: hasBlockingErr in apiextensions-apiserver).
+_BLOCKING: Final = frozenset(
+    {"type", "anyOf", "required", "enum", "maxLength", "maxItems", "maxProperties"}
+)
+# How the API server words the reason of a CEL rule before its message.
+_REASON_PREFIX: Final = {
+    "FieldValueRequired": "Required value: ",
+    "FieldValueForbidden": "Forbidden: ",
+    "FieldValueDuplicate": "Duplicate value: ",
+    "FieldValueInvalid": "Invalid value: ",
+}
 _OLD_SELF = re.compile(r"\b(oldSelf|optionalOldSelf)\b")
 _MISSING: Final = object()
 
@@ -155,9 +168,9 @@ def _check(
     prune_nulls_and_default(manifest, schema)
     normalise_numbers(manifest, schema)
 
-    schema_errors, type_error = _schema_errors(manifest, kind)
+    schema_errors, blocking = _schema_errors(manifest, kind)
     errors += schema_errors
-    if not type_error:
+    if not blocking:
         errors += _cel_errors(manifest, schema, "", old if old is not None else _MISSING)
     return manifest, errors
 
@@ -275,14 +288,13 @@ def _strict(schema: Mapping[str, Any], root: bool = False) -> dict[str, Any]:
 
 def _schema_errors(manifest: dict[str, Any], kind: str) -> tuple[list[FieldError], bool]:
     errors: list[FieldError] = []
-    type_error = False
+    blocking = False
     found = sorted(_validator(kind).iter_errors(manifest), key=lambda e: list(map(str, e.path)))
     for error in found:
-        # Like the API server, a type error keeps the CEL rules from running. So does a list or
-        # map above its size limit: the API server would cut such a rule off with its cost budget.
-        type_error |= error.validator in ("type", "anyOf", "maxItems", "maxProperties", "maxLength")
+        # The API server's blocking errors: after these it does not run the CEL rules.
+        blocking |= error.validator in _BLOCKING
         errors.extend(_translate(error))
-    return errors, type_error
+    return errors, blocking
 
 
 def _translate(error: jsonschema.ValidationError) -> Iterator[FieldError]:
@@ -290,6 +302,7 @@ def _translate(error: jsonschema.ValidationError) -> Iterator[FieldError]:
     path = _path(error.absolute_path)
     value, rule, keyword = error.instance, error.validator_value, str(error.validator)
     shown = _show(value)
+    invalid = f"Invalid value: {shown}: {path} in body"
     if keyword == "required":
         for name in rule:
             if isinstance(value, dict) and name not in value:
@@ -305,7 +318,9 @@ def _translate(error: jsonschema.ValidationError) -> Iterator[FieldError]:
         if isinstance(wanted, list):
             wanted = wanted[0]
         actual = _json_type(value)
-        yield FieldError(path, f'Invalid value: "{actual}": must be of type {wanted}: "{actual}"')
+        yield FieldError(
+            path, f'Invalid value: "{actual}": {path} in body must be of type {wanted}: "{actual}"'
+        )
     elif keyword == "enum":
         supported = ", ".join(_show(v) for v in rule)
         yield FieldError(path, f"Unsupported value: {shown}: supported values: {supported}")
@@ -315,15 +330,17 @@ def _translate(error: jsonschema.ValidationError) -> Iterator[FieldError]:
         )
         relation = "greater than" if keyword == "minimum" else "less than"
         relation += "" if exclusive else " or equal to"
-        yield FieldError(path, f"Invalid value: {shown}: should be {relation} {_number(rule)}")
+        yield FieldError(path, f"{invalid} should be {relation} {_number(rule)}")
     elif keyword == "minLength":
-        yield FieldError(path, f"Invalid value: {shown}: should be at least {rule} chars long")
+        yield FieldError(path, f"{invalid} should be at least {rule} chars long")
     elif keyword == "maxLength":
         yield FieldError(path, f"Too long: may not be more than {rule} bytes")
     elif keyword == "pattern":
-        yield FieldError(path, f"Invalid value: {shown}: should match '{rule}'")
+        yield FieldError(path, f"{invalid} should match '{rule}'")
     elif keyword == "minItems":
-        yield FieldError(path, f"Invalid value: {len(value)}: should have at least {rule} items")
+        yield FieldError(
+            path, f"Invalid value: {len(value)}: {path} in body should have at least {rule} items"
+        )
     elif keyword in ("maxItems", "maxProperties"):
         yield FieldError(path, f"Too many: {len(value)}: must have at most {rule} items")
     else:
@@ -344,6 +361,8 @@ def _join(path: str, name: str) -> str:
 def _show(value: Any) -> str:
     if isinstance(value, dict | list):
         return f'"{_json_type(value)}"'
+    if isinstance(value, float) and value.is_integer():
+        return _number(value)  # as Go prints a JSON number: 1, not 1.0
     return json.dumps(value)
 
 
@@ -390,6 +409,7 @@ def _cel_errors(value: Any, schema: Mapping[str, Any], path: str, old: Any) -> l
         outcome = _evaluate(rule["rule"], activation)
         if outcome is not True:
             message = rule.get("message") or f"failed rule: {rule['rule']}"
+            message = _REASON_PREFIX[rule.get("reason", "FieldValueInvalid")] + message
             if isinstance(outcome, str):
                 message = f"{message} ({outcome})"
             errors.append(FieldError(field or "<root>", message))
