@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import asyncpg
 import psutil
@@ -125,3 +128,25 @@ def test_redis_url_fixture_starts_clean(redis_url: str) -> None:
 def test_redis_listens_on_loopback_only(redis_server: RedisServer) -> None:
     assert redis_server.pid is not None
     assert _listening_addresses(redis_server.pid) == {"127.0.0.1"}
+
+
+def test_servers_of_a_killed_session_are_reaped_by_the_next(tmp_path: Path) -> None:
+    script = (
+        "import os, signal\n"
+        "from mcop_devcluster.services import RedisServer\n"
+        "server = RedisServer()\n"
+        "server.start()\n"
+        "print(server.pid, server.base_dir, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no cleanup\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    pid_text, folder = out.stdout.split()
+    orphan = psutil.Process(int(pid_text))
+    assert orphan.is_running(), "the killed session's Redis should have outlived it"
+
+    RedisServer(base_dir=tmp_path).cleanup()  # an explicit folder: no reaping
+    assert orphan.is_running()
+    RedisServer().cleanup()  # a new session's server reaps what the dead one left
+
+    assert not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE
+    assert not Path(folder).exists()

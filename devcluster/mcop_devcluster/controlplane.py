@@ -25,9 +25,10 @@ from mcop_devcluster.binaries import ControlPlaneBinaries, control_plane_binarie
 from mcop_devcluster.certs import ClusterPki, write_cluster_pki, write_kubeconfig
 from mcop_devcluster.podrunner import kill_leftovers
 from mcop_devcluster.ports import LOOPBACK, free_port
-from mcop_devcluster.processes import ManagedProcess, wait_until
+from mcop_devcluster.processes import ManagedProcess, claim_folder, reap_abandoned, wait_until
 
 NODE_NAME = "mcop-node"
+TEMP_PREFIX = "mcop-kube-"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # a setting only: nothing dials it
 POD_CIDR = "10.244.0.0/24"
 
@@ -43,7 +44,7 @@ def _environment() -> dict[str, str]:
 class ControlPlane:
     """Start with :meth:`start`, stop with :meth:`stop`; ``kubeconfig`` is the admin kubeconfig."""
 
-    base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcop-kube-")))
+    base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)))
     pod_runner_concurrency: int = 8
     start_pod_runner: bool = True
     binaries: ControlPlaneBinaries = field(default_factory=control_plane_binaries)
@@ -57,6 +58,7 @@ class ControlPlane:
         self.processes: list[ManagedProcess] = []
         self.timings: dict[str, float] = {}
         self._pki: ClusterPki | None = None
+        self._registry: Path | None = None
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -73,6 +75,7 @@ class ControlPlane:
             log_path=self.base_dir / "logs" / f"{name}.log",
             env=_environment(),
             cwd=self.base_dir,
+            registry=self._registry,
         )
         proc.start()
         self.processes.append(proc)
@@ -273,6 +276,8 @@ class ControlPlane:
 
     def start(self) -> None:
         started = time.monotonic()
+        reap_abandoned(TEMP_PREFIX)  # clusters of sessions that were killed outright
+        self._registry = claim_folder(self.base_dir)
         try:
             self._pki = write_cluster_pki(self.base_dir / "pki")
             write_kubeconfig(

@@ -32,6 +32,7 @@ from typing import Any
 
 from mcop_devcluster import podspec
 from mcop_devcluster.certs import write_kubeconfig
+from mcop_devcluster.processes import kill_recorded, record
 from mcop_devcluster.rest import ApiError, RestClient
 
 log = logging.getLogger("mcop.podrunner")
@@ -238,9 +239,7 @@ class PodTask(threading.Thread):
         except OSError as error:
             self._fail_to_start(f'exec: "{argv[0]}": {error.strerror}')
             return False
-        (self.dir / f"{container.name}.pid").write_text(
-            f"{container.process.pid} {_create_time(container.process.pid)}\n"
-        )
+        (self.dir / f"{container.name}.pid").write_text(record(container.process.pid) + "\n")
         container.started_at = _now()
         container.state = {"running": {"startedAt": container.started_at}}
         container.restart_at = None
@@ -370,16 +369,6 @@ class PodTask(threading.Thread):
         if reason is not None:
             status["reason"] = reason
         self.runner.patch_status(self.namespace, self.pod_name, status)
-
-
-def _create_time(pid: int) -> float:
-    """The process's start time (from /proc), to tell a PID apart from a later reuse of it."""
-    try:
-        import psutil
-
-        return float(psutil.Process(pid).create_time())
-    except Exception:
-        return 0.0
 
 
 class PodRunner:
@@ -550,23 +539,9 @@ class PodRunner:
             task.kill_all()
 
 
-def kill_leftovers(state_dir: Path, timeout: float = 5.0) -> int:
-    """Kills pod processes a dead runner left behind (from their pid files), waits until they
-    are gone, and returns how many there were."""
-    import psutil
-
-    killed: list[psutil.Process] = []
-    for pid_file in state_dir.glob("*/*.pid"):
-        try:
-            pid_text, created = pid_file.read_text().split()
-            process = psutil.Process(int(pid_text))
-            if abs(process.create_time() - float(created)) < 0.01:
-                os.killpg(process.pid, signal.SIGKILL)
-                killed.append(process)
-        except (ValueError, OSError, psutil.Error):
-            continue
-    psutil.wait_procs(killed, timeout=timeout)
-    return len(killed)
+def kill_leftovers(state_dir: Path) -> int:
+    """Kills pod processes a dead runner left behind (from their pid files); returns how many."""
+    return kill_recorded(state_dir.glob("*/*.pid"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 Every process started here is remembered until it is stopped; an ``atexit`` hook stops whatever is
 still running when the Python process ends (a failed test session, a Ctrl-C), so no etcd, apiserver
-or database outlives the suite that started it.
+or database outlives the suite that started it. For the case where even that cannot run (the
+session was killed with SIGKILL), each server folder records its owner and its processes' PIDs
+(with their start times), and the next session reaps folders whose owner is gone.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+
+import psutil
 
 _running: dict[int, ManagedProcess] = {}
 _running_lock = threading.Lock()
@@ -72,8 +78,10 @@ class ManagedProcess:
         cwd: Path | None = None,
         user: str | None = None,
         stop_signal: signal.Signals = signal.SIGTERM,
+        registry: Path | None = None,
     ) -> None:
         self.name = name
+        self.registry = registry
         self.argv = list(argv)
         self.log_path = log_path
         self.env = dict(env) if env is not None else None
@@ -118,6 +126,9 @@ class ManagedProcess:
                 ) from error
         with _running_lock:
             _running[self._popen.pid] = self
+        if self.registry is not None:
+            with open(self.registry, "a") as registry:
+                registry.write(f"{record(self._popen.pid)} {self.name}\n")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Sends the stop signal, then SIGKILL after ``timeout`` seconds; waits for the exit."""
@@ -143,6 +154,84 @@ class ManagedProcess:
             return ""
         tail = "\n".join(text.splitlines()[-lines:])
         return f"--- last lines of {self.log_path} ---\n{tail}"
+
+
+def record(pid: int) -> str:
+    """``"<pid> <start time>"``: names a process in a way a later reuse of its PID cannot match."""
+    try:
+        return f"{pid} {psutil.Process(pid).create_time()!r}"
+    except psutil.Error:
+        return f"{pid} 0"
+
+
+def _recorded_process(line: str) -> psutil.Process | None:
+    try:
+        pid_text, created = line.split()[:2]
+        process = psutil.Process(int(pid_text))
+        return process if abs(process.create_time() - float(created)) < 0.01 else None
+    except (ValueError, psutil.Error):
+        return None
+
+
+def kill_recorded(files: Iterable[Path], timeout: float = 5.0) -> int:
+    """SIGKILLs the process group of every process recorded in these files that still runs,
+    waits until they are gone, and returns how many there were."""
+    killed: list[psutil.Process] = []
+    for path in files:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            process = _recorded_process(line)
+            if process is None:
+                continue
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+                killed.append(process)
+    psutil.wait_procs(killed, timeout=timeout)
+    return len(killed)
+
+
+OWNER_FILE = ".owner"
+REGISTRY_FILE = ".pids"
+
+
+def claim_folder(folder: Path) -> Path:
+    """Marks ``folder`` as owned by this process; returns the registry file for its processes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / OWNER_FILE).write_text(record(os.getpid()) + "\n")
+    return folder / REGISTRY_FILE
+
+
+def reap_abandoned(prefix: str) -> list[Path]:
+    """Kills the processes of temporary folders ``<tmp>/<prefix>*`` whose owner is gone (a
+    session killed with SIGKILL), and removes the folders. Returns the folders reaped."""
+    reaped = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            owner = (folder / OWNER_FILE).read_text()
+        except OSError:
+            continue
+        if _recorded_process(owner) is not None:
+            continue  # its session still runs
+        kill_recorded([folder / REGISTRY_FILE, *folder.glob("pods/*/*.pid")])
+        shutil.rmtree(folder, ignore_errors=True)
+        reaped.append(folder)
+    return reaped
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_servers_on_sigterm() -> None:
+    """Makes SIGTERM (a CI timeout, say) end this process like Ctrl-C does, so that fixtures'
+    teardown and the ``atexit`` hook still stop the servers. Keeps a handler someone else set."""
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def stop_all() -> None:

@@ -28,6 +28,7 @@ from kubernetes import client, config
 
 from mcop_devcluster.binaries import MissingBinary
 from mcop_devcluster.controlplane import ControlPlane
+from mcop_devcluster.processes import stop_servers_on_sigterm
 from mcop_devcluster.project_resources import install_priority_classes
 from mcop_devcluster.rest import RestClient
 from mcop_devcluster.services import MissingProgram
@@ -132,6 +133,10 @@ class KubeCluster:
             if time.monotonic() >= deadline:
                 raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(interval)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stop_servers_on_sigterm()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from mcop_devcluster.processes import stop_servers_on_sigterm
 from mcop_devcluster.services import MissingProgram, PostgresServer, RedisServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stop_servers_on_sigterm()
 
 
 @pytest.fixture(scope="session")

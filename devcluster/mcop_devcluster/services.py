@@ -22,7 +22,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 from mcop_devcluster.ports import LOOPBACK, free_port
-from mcop_devcluster.processes import ManagedProcess, ProcessStartError, wait_until
+from mcop_devcluster.processes import (
+    ManagedProcess,
+    ProcessStartError,
+    claim_folder,
+    reap_abandoned,
+    wait_until,
+)
+
+POSTGRES_PREFIX = "mcop-postgres-"
+REDIS_PREFIX = "mcop-redis-"
 
 INSTALL_HINT = "run scripts/setup, or: apt-get install postgresql postgresql-contrib redis-server"
 
@@ -81,7 +90,11 @@ class PostgresServer:
     """A throw-away PostgreSQL cluster; superuser `postgres` with a random password over TCP."""
 
     def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
-        self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="mcop-postgres-"))
+        if base_dir is None:
+            reap_abandoned(POSTGRES_PREFIX)  # servers of sessions that were killed outright
+            base_dir = Path(tempfile.mkdtemp(prefix=POSTGRES_PREFIX))
+        self.base_dir = base_dir
+        self._registry = claim_folder(self.base_dir)
         self.port = port or free_port()
         self.user = "postgres"
         self.password = secrets.token_hex(16)
@@ -186,6 +199,7 @@ class PostgresServer:
             user=self._os_user.pw_name if self._os_user else None,
             # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for clients to leave.
             stop_signal=signal.SIGINT,
+            registry=self._registry,
         )
         self._process.start()
         wait_until(
@@ -228,7 +242,11 @@ class RedisServer:
 
     def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
         self.program = redis_server_program()
-        self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="mcop-redis-"))
+        if base_dir is None:
+            reap_abandoned(REDIS_PREFIX)  # servers of sessions that were killed outright
+            base_dir = Path(tempfile.mkdtemp(prefix=REDIS_PREFIX))
+        self.base_dir = base_dir
+        self._registry = claim_folder(self.base_dir)
         self.port = port or free_port()
         self._process: ManagedProcess | None = None
 
@@ -267,7 +285,11 @@ class RedisServer:
             "--protected-mode", "yes",
         ]  # fmt: skip
         self._process = ManagedProcess(
-            "redis-server", argv, log_path=self.base_dir / "redis.log", cwd=self.base_dir
+            "redis-server",
+            argv,
+            log_path=self.base_dir / "redis.log",
+            cwd=self.base_dir,
+            registry=self._registry,
         )
         self._process.start()
         wait_until(
