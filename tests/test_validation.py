@@ -438,3 +438,30 @@ def test_an_oversized_list_is_refused_without_running_the_rules() -> None:
     assert [(e.field, e.message) for e in errors] == [
         ("spec.model.assets", "Too many: 65: must have at most 64 items")
     ]
+
+
+def test_status_errors_name_the_fields_the_api_server_would_drop() -> None:
+    good = {
+        "phase": "Running",
+        "progress": "37%",
+        "estimate": 5.77,
+        "confidenceInterval": {"level": 0.95, "lower": 5.76, "upper": 5.78},
+        "shards": {"total": 4, "active": 4, "succeeded": 0, "failed": 0},
+        "result": {"valueAtRisk": {"0.99": 12.5}, "stoppedEarly": False},
+        "conditions": [
+            {
+                "type": "Running",
+                "status": "True",
+                "reason": "WorkersRunning",
+                "message": "4 shards",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    assert validation.status_errors(validation.JOB_KIND, good) == []
+    bad = {**good, "phase": "Done", "etaSecs": 3, "result": {"valueAtRisk": {"0.99": "big"}}}
+    assert [e.field for e in validation.status_errors(validation.JOB_KIND, bad)] == [
+        "status.etaSecs",
+        "status.phase",
+        "status.result.valueAtRisk.0.99",
+    ]

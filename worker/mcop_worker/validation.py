@@ -140,6 +140,13 @@ def manifest_errors(doc: Mapping[str, Any], kind: str = JOB_KIND) -> list[FieldE
     return _check(doc, kind, old=None)[1]
 
 
+def status_errors(kind: str, status: Mapping[str, Any]) -> list[FieldError]:
+    """What is wrong with a ``status`` the operator is about to write: the API server silently
+    drops fields its schema does not know, so a test of the status builder should call this."""
+    doc = {"status": _plain_json(status)}
+    return _schema_errors(doc, kind, part="status")[0]
+
+
 def _raise_or_return(result: tuple[dict[str, Any], list[FieldError]]) -> dict[str, Any]:
     doc, errors = result
     if errors:
@@ -286,10 +293,16 @@ def _strict(schema: Mapping[str, Any], root: bool = False) -> dict[str, Any]:
     return out
 
 
-def _schema_errors(manifest: dict[str, Any], kind: str) -> tuple[list[FieldError], bool]:
+def _schema_errors(
+    manifest: dict[str, Any], kind: str, part: str | None = None
+) -> tuple[list[FieldError], bool]:
     errors: list[FieldError] = []
     blocking = False
-    found = sorted(_validator(kind).iter_errors(manifest), key=lambda e: list(map(str, e.path)))
+    validator = _validator(kind)
+    if part is not None:  # one top-level part alone (status), not a whole manifest
+        schema = validator.schema["properties"][part]
+        validator = jsonschema.Draft4Validator({"type": "object", "properties": {part: schema}})
+    found = sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.path)))
     for error in found:
         # The API server's blocking errors: after these it does not run the CEL rules.
         blocking |= error.validator in _BLOCKING
