@@ -89,6 +89,23 @@ def test_node_is_ready_and_schedulable(rest: RestClient) -> None:
     assert not node["spec"].get("taints")
 
 
+def test_the_charts_priority_classes_install_twice(
+    kube_cluster: KubeCluster, rest: RestClient
+) -> None:
+    kube_cluster.install_priority_classes()
+    kube_cluster.install_priority_classes()  # idempotent
+    values = {
+        name: rest.get(f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}")["value"]
+        for name in (
+            "montecarlo-low",
+            "montecarlo-normal",
+            "montecarlo-high",
+            "montecarlo-critical",
+        )
+    }
+    assert list(values.values()) == sorted(values.values())
+
+
 CRD = textwrap.dedent(
     """
     apiVersion: apiextensions.k8s.io/v1

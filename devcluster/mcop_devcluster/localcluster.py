@@ -109,8 +109,7 @@ def _apply_project_resources(plane: ControlPlane, redis_url: str, dsn: str) -> l
         cert_file=plane.pki.admin_cert,
         key_file=plane.pki.admin_key,
     )
-    install_priority_classes(rest)
-    applied.append("priorityclasses montecarlo-low/normal/high/critical")
+    applied.append("priorityclasses " + ", ".join(install_priority_classes(rest)))
     create_connection_secrets(rest, "default", redis_url=redis_url, postgres_dsn=dsn)
     applied.append("secrets default/montecarlo-redis, default/montecarlo-postgres")
     tuning = {

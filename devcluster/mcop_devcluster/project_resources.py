@@ -1,46 +1,38 @@
-"""Cluster objects the project expects to exist besides its CRDs: the PriorityClasses the chart
-installs and the Secrets a PerfTuning points at (names from the product spec)."""
+"""Cluster objects the project expects besides its CRDs: the chart's PriorityClasses and the
+Secrets a PerfTuning points at (names from the product spec)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
 from mcop_devcluster.rest import ApiError, JsonObject, RestClient
 
-# Values rise in this order (the spec asks only for the order; the chart should use the same).
-PRIORITY_CLASSES = {
-    "montecarlo-low": 1000,
-    "montecarlo-normal": 2000,
-    "montecarlo-high": 3000,
-    "montecarlo-critical": 4000,
-}
+REPO = Path(__file__).resolve().parents[2]
+PRIORITY_CLASSES_FILE = REPO / "charts" / "montecarlo-operator" / "files" / "priorityclasses.yaml"
 REDIS_SECRET = ("montecarlo-redis", "url")
 POSTGRES_SECRET = ("montecarlo-postgres", "dsn")
 
 
-def priority_classes() -> list[JsonObject]:
-    return [
-        {
-            "apiVersion": "scheduling.k8s.io/v1",
-            "kind": "PriorityClass",
-            "metadata": {
-                "name": name,
-                "labels": {"app.kubernetes.io/managed-by": "montecarlo-operator"},
-            },
-            "value": value,
-            "globalDefault": False,
-            "description": f"MonteCarloJob priority {name.removeprefix('montecarlo-')}",
-        }
-        for name, value in PRIORITY_CLASSES.items()
-    ]
+def priority_classes(path: Path = PRIORITY_CLASSES_FILE) -> list[JsonObject]:
+    """The chart's PriorityClasses (montecarlo-low/normal/high/critical), one source of truth."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the chart's PriorityClasses live there")
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def install_priority_classes(rest: RestClient) -> None:
-    """Creates the four PriorityClasses; those that exist already are left as they are."""
+def install_priority_classes(rest: RestClient) -> list[str]:
+    """Creates the chart's PriorityClasses (those that exist are left as they are); their names."""
+    names = []
     for manifest in priority_classes():
         try:
             rest.create("/apis/scheduling.k8s.io/v1/priorityclasses", manifest)
         except ApiError as error:
             if error.status != 409:
                 raise
+        names.append(str(manifest["metadata"]["name"]))
+    return names
 
 
 def create_connection_secrets(

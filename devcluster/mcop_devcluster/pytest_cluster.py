@@ -117,7 +117,7 @@ class KubeCluster:
             self._crds_installed = True
 
     def install_priority_classes(self) -> None:
-        """The chart's PriorityClasses montecarlo-low/normal/high/critical (idempotent)."""
+        """The chart's PriorityClasses (charts/montecarlo-operator/files/priorityclasses.yaml)."""
         install_priority_classes(self.rest())
 
     @staticmethod
