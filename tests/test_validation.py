@@ -421,7 +421,7 @@ def test_the_largest_allowed_portfolio_validates_quickly() -> None:
     doc = changed(BASKET, "big", spec__model__assets=assets, spec__model__correlation=identity)
     started = time.perf_counter()
     validate_manifest(doc)
-    assert time.perf_counter() - started < 10
+    assert time.perf_counter() - started < 30  # it once took minutes and GiBs: rules errored
     identity[5][7] = 0.1
     doc = changed(doc, "big", spec__model__correlation=identity)
     (error,) = manifest_errors(doc)
@@ -465,3 +465,11 @@ def test_status_errors_name_the_fields_the_api_server_would_drop() -> None:
         "status.phase",
         "status.result.valueAtRisk.0.99",
     ]
+
+
+@pytest.mark.parametrize("doc", GOOD_JOBS, ids=lambda d: d["metadata"]["name"])
+def test_the_engine_accepts_every_good_job(doc: dict[str, Any]) -> None:
+    from mcop_worker.spec import parse_spec
+
+    spec = parse_spec(validate_manifest(doc)["spec"])
+    assert spec.instrument.type == doc["spec"]["instrument"]["type"]
