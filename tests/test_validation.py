@@ -473,3 +473,12 @@ def test_the_engine_accepts_every_good_job(doc: dict[str, Any]) -> None:
 
     spec = parse_spec(validate_manifest(doc)["spec"])
     assert spec.instrument.type == doc["spec"]["instrument"]["type"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_is_valid(path: Path) -> None:
+    import yaml
+
+    for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+        if doc and doc.get("apiVersion") == validation.API_VERSION:
+            assert manifest_errors(doc, doc["kind"]) == [], path
