@@ -213,6 +213,13 @@ def test_envelope_is_checked(doc: Any, field: str, fragment: str) -> None:
     assert raised.value.field == field and fragment in raised.value.message
 
 
+def test_validate_picks_the_crd_by_kind() -> None:
+    assert validation.validate(PERFTUNING_EMPTY)["spec"]["postgres"]["poolSize"] == 20
+    assert validation.validate(EUROPEAN_MINIMAL)["spec"]["shards"] == 1
+    with pytest.raises(InvalidManifest, match="kind: must be MonteCarloJob"):
+        validation.validate({**EUROPEAN_MINIMAL, "kind": "Pod"})
+
+
 def test_generate_name_is_enough() -> None:
     doc = {**EUROPEAN_MINIMAL, "metadata": {"generateName": "eur-"}}
     assert validate_manifest(doc)["metadata"] == {"generateName": "eur-"}

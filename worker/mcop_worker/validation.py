@@ -126,6 +126,12 @@ def validate_perftuning(doc: Mapping[str, Any]) -> dict[str, Any]:
     return _raise_or_return(_check(doc, TUNING_KIND, old=None))
 
 
+def validate(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A MonteCarloJob or PerfTuning manifest (by its ``kind``) with the CRD's defaults applied."""
+    kind = str(doc.get("kind", "")) if isinstance(doc, Mapping) else ""
+    return _raise_or_return(_check(doc, kind if kind in _CRD_FILES else JOB_KIND, old=None))
+
+
 def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """``new`` as an update of ``old`` (same kind), with the transition rules (immutability)."""
     kind = str(new.get("kind", ""))
