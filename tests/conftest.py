@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from operator_harness import PRIORITY_CLASSES, JobsHarness, running_operator, secret_manifest
 
 

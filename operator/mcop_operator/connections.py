@@ -218,15 +218,6 @@ class ConnectionRegistry:
         await services.read_secrets()
         return services
 
-    def opened(self, namespace: str) -> list[Services]:
-        return [s for (ns, _), s in self._services.items() if ns == namespace]
-
-    async def forget_job(
-        self, namespace: str, uid: str, tuning_name: str, spec: Mapping[str, Any] | None
-    ) -> None:
-        services = await self.for_tuning(namespace, tuning_name, spec)
-        await services.forget_job(uid)
-
     async def close(self) -> None:
         for services in self._services.values():
             await services.close()

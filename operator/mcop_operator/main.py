@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics, naming
+from . import deletion, metrics, naming
 from .admission import QueueEntry
 from .builders import JobRef
 from .config import OperatorConfig
@@ -135,7 +135,7 @@ async def run_job(
         await stopped.wait(outcome.delay)
 
 
-@kopf.on.delete(naming.GROUP, naming.VERSION, naming.JOB_PLURAL, retries=5, backoff=2)
+@kopf.on.delete(naming.GROUP, naming.VERSION, naming.JOB_PLURAL, retries=30, backoff=2)
 async def forget_job(
     name: str,
     namespace: str | None,
@@ -144,12 +144,13 @@ async def forget_job(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    """The worker Job goes with its owner reference; the finished blocks and live keys go here."""
+    """Stop the workers, then drop the job's blocks and live keys (bounded retries)."""
     assert namespace is not None
     tunings: kopf.Index[tuple[str, str], Any] = kwargs["tunings"]
     tuning_name = str(spec.get("tuningRef") or "default")
     tuning_spec = next(iter(tunings.get((namespace, tuning_name), [])), None)
-    await memo.connections.forget_job(namespace, uid, tuning_name, tuning_spec)
+    ref = JobRef(name=name, namespace=namespace, uid=uid)
+    await deletion.forget_job(memo.kube, memo.connections, ref, tuning_name, tuning_spec)
 
 
 # -- `mcop operator` -----------------------------------------------------------------------------
