@@ -35,12 +35,14 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
 
 
-def render(progress: Progress, elapsed: float, width: int = 100) -> str:
-    """One line: bar, percentage, paths, running estimate +- stdErr, throughput, ETA."""
+def render(progress: Progress, elapsed: float, width: int = 100, rate: float | None = None) -> str:
+    """One line: bar, percentage, paths, running estimate +- stdErr, throughput, ETA.
+    `rate` (paths/s) defaults to the average since the start."""
     fraction = progress.fraction
     filled = round(fraction * _BAR_WIDTH)
     bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-    rate = progress.paths_done / elapsed if elapsed > 0 else 0.0
+    if rate is None:
+        rate = progress.paths_done / elapsed if elapsed > 0 else 0.0
     remaining = progress.paths_total - progress.paths_done
     eta = 0.0 if progress.final else (remaining / rate if rate > 0 else math.inf)
     parts = [
@@ -67,22 +69,35 @@ class ProgressBar:
         self.interval = interval if self.tty else max(interval, 2.0)
         self._last = -math.inf
         self._drawn = False
+        self._finished = False  # the final line (100%) is always drawn, once
+        self._first: tuple[float, int] | None = None  # (elapsed, paths) at the first block
 
     def update(self, progress: Progress, elapsed: float, force: bool = False) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
+        finishing = progress.final is not None and not self._finished
+        if not (force or finishing) and now - self._last < self.interval:
             return
+        self._finished = self._finished or finishing
         self._last = now
-        width = shutil.get_terminal_size((100, 20)).columns
-        line = render(progress, elapsed, width)
+        width = shutil.get_terminal_size((100, 20)).columns if self.tty else 1000
+        line = render(progress, elapsed, width, self._rate(progress, elapsed))
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
             self._drawn = True
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+    def _rate(self, progress: Progress, elapsed: float) -> float | None:
+        """Throughput since the first finished block: process start-up is not simulation."""
+        if self._first is None:
+            if progress.paths_done > 0:
+                self._first = (elapsed, progress.paths_done)
+            return None
+        dt = elapsed - self._first[0]
+        return (progress.paths_done - self._first[1]) / dt if dt > 0.5 else None
 
     def close(self) -> None:
         """End the live line so that what follows starts on a fresh line."""
