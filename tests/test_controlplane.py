@@ -195,6 +195,29 @@ def test_indexed_job_completes_through_the_job_controller(
         assert f"index={index} pod={name}" in kube_cluster.pod_log(namespace, name)
 
 
+def test_the_pod_runner_runs_a_bounded_number_of_pods_at_once(
+    kube_cluster: KubeCluster, rest: RestClient, namespace: str
+) -> None:
+    limit = kube_cluster.control_plane.pod_runner_concurrency
+    pods = limit + 3
+    rest.create(_jobs(namespace), _job(
+        "wide", ["sh", "-c", "date +%s.%N; sleep 1; date +%s.%N"],
+        completions=pods, parallelism=pods, completionMode="Indexed",
+    ))  # fmt: skip
+    end = kube_cluster.wait_for(
+        lambda: _job_end(rest, namespace, "wide"), timeout=120, what="Job wide to end"
+    )
+    assert end == "Complete"
+    spans = []
+    for pod in _pods(rest, namespace, "job-name=wide"):
+        started, ended = map(
+            float, kube_cluster.pod_log(namespace, pod["metadata"]["name"]).split()
+        )
+        spans.append((started, ended))
+    most = max(sum(1 for s, e in spans if s <= moment < e) for moment, _ in spans)
+    assert 1 < most <= limit
+
+
 def test_failing_job_fails_after_its_backoff_limit(
     kube_cluster: KubeCluster, rest: RestClient, namespace: str
 ) -> None:

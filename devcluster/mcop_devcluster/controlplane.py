@@ -45,7 +45,9 @@ class ControlPlane:
     """Start with :meth:`start`, stop with :meth:`stop`; ``kubeconfig`` is the admin kubeconfig."""
 
     base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)))
-    pod_runner_concurrency: int = 8
+    pod_runner_concurrency: int = field(
+        default_factory=lambda: int(os.environ.get("MCOP_POD_RUNNER_CONCURRENCY", "8"))
+    )
     start_pod_runner: bool = True
     binaries: ControlPlaneBinaries = field(default_factory=control_plane_binaries)
 
