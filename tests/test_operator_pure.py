@@ -42,7 +42,11 @@ def test_worker_job_is_indexed_owned_and_labelled() -> None:
         "montecarlo.io/job": "spx-asian",
     }
     owner = job["metadata"]["ownerReferences"][0]
-    assert (owner["kind"], owner["uid"], owner["controller"]) == ("MonteCarloJob", "1234-abcd", True)
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (
+        "MonteCarloJob",
+        "1234-abcd",
+        True,
+    )
     s = job["spec"]
     assert (s["completionMode"], s["completions"], s["parallelism"]) == ("Indexed", 4, 4)
     assert s["activeDeadlineSeconds"] == 600
@@ -108,7 +112,9 @@ def test_priority_ranks_rise() -> None:
 
 
 def _entry(uid: str, rank: int, created: str, holds: bool = False) -> admission.QueueEntry:
-    return admission.QueueEntry(uid=uid, name=uid, rank=rank, created=created, holds_slot=holds)
+    return admission.QueueEntry(
+        uid=uid, name=uid, rank=rank, created=created, admitted=holds, suspended=False
+    )
 
 
 def test_admission_priority_then_age() -> None:
@@ -139,8 +145,13 @@ def test_condition_transition_time_moves_only_on_status_change() -> None:
 
 def test_progress_fields_and_eta() -> None:
     numbers = job_status.RunningNumbers(
-        paths_done=370, paths_total=1000, estimate=5.0, std_err=0.1,
-        ci_level=0.95, ci_lower=4.8, ci_upper=5.2,
+        paths_done=370,
+        paths_total=1000,
+        estimate=5.0,
+        std_err=0.1,
+        ci_level=0.95,
+        ci_lower=4.8,
+        ci_upper=5.2,
     )
     fields = job_status.progress_fields(numbers, paths_per_second=10.0)
     assert fields["progress"] == "37%"
@@ -155,10 +166,20 @@ def test_progress_hides_nan() -> None:
 
 
 def test_worker_failure_reasons() -> None:
-    deadline = {"status": {"conditions": [{"type": "Failed", "status": "True",
-                                           "reason": "DeadlineExceeded", "message": "x"}]}}
-    backoff = {"status": {"conditions": [{"type": "Failed", "status": "True",
-                                          "reason": "FailedIndexes", "message": "y"}]}}
+    deadline = {
+        "status": {
+            "conditions": [
+                {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "x"}
+            ]
+        }
+    }
+    backoff = {
+        "status": {
+            "conditions": [
+                {"type": "Failed", "status": "True", "reason": "FailedIndexes", "message": "y"}
+            ]
+        }
+    }
     assert job_status.worker_job_failure(deadline)[0] == "DeadlineExceeded"  # type: ignore[index]
     assert job_status.worker_job_failure(backoff)[0] == "WorkerFailed"  # type: ignore[index]
     assert job_status.worker_job_failure({"status": {}}) is None
@@ -167,8 +188,60 @@ def test_worker_failure_reasons() -> None:
 def test_pod_failure_summary_names_the_shard_and_exit_code() -> None:
     pod = {
         "metadata": {"annotations": {"batch.kubernetes.io/job-completion-index": "2"}},
-        "status": {"phase": "Failed", "containerStatuses": [
-            {"state": {"terminated": {"exitCode": 3, "reason": "Error", "message": "boom\nbad"}}}
-        ]},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "state": {
+                        "terminated": {"exitCode": 3, "reason": "Error", "message": "boom\nbad"}
+                    }
+                }
+            ],
+        },
     }
     assert job_status.pod_failure_summary([pod]) == "shard 2: exit code 3 (Error): bad"
+
+
+def test_admissions_made_here_count_before_the_index_shows_them() -> None:
+    entries = [_entry("a", 1, "2026-01-01"), _entry("b", 1, "2026-01-02")]
+    merged = admission.merge_local(entries, {"a"})
+    assert admission.may_start("b", merged, limit=1) == (False, 1)
+    assert admission.job_counts(merged) == {"running": 1, "queued": 1}
+
+
+def test_suspended_jobs_free_their_slot() -> None:
+    suspended = admission.QueueEntry("s", "s", 1, "2026", admitted=True, suspended=True)
+    entries = [suspended, _entry("w", 1, "2027")]
+    assert admission.may_start("w", entries, limit=1) == (True, 1)
+    assert admission.job_counts(entries) == {"running": 0, "queued": 1}
+
+
+def test_silent_pods_are_those_that_reported_then_went_quiet() -> None:
+    from types import SimpleNamespace
+
+    def pod(name: str, shard: int, created: str, phase: str = "Running") -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": name,
+                "creationTimestamp": created,
+                "annotations": {"batch.kubernetes.io/job-completion-index": str(shard)},
+            },
+            "status": {"phase": phase},
+        }
+
+    t0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    reports = {
+        0: SimpleNamespace(heartbeat=t0, state="running"),  # silent for 100 s
+        1: SimpleNamespace(heartbeat=t0 + 95, state="running"),  # fresh
+        2: SimpleNamespace(heartbeat=t0, state="done"),  # finished shards go quiet
+        3: SimpleNamespace(heartbeat=t0, state="running"),  # its pod is a new replacement
+    }
+    pods = [
+        pod("p0", 0, "2027-01-15T07:59:00Z"),
+        pod("p1", 1, "2027-01-15T07:59:00Z"),
+        pod("p2", 2, "2027-01-15T07:59:00Z"),
+        pod("p3", 3, "2027-01-15T08:01:00Z"),
+    ]
+    lost = job_status.silent_pods(reports, pods, now=t0 + 100, heartbeat_interval=30)
+    assert [(shard, name) for shard, name, _ in lost] == [(0, "p0")]
+    assert job_status.silent_pods(reports, pods, now=t0 + 80, heartbeat_interval=30) == []

@@ -1,5 +1,6 @@
 """Which waiting jobs may start: at most ``maxConcurrentJobs`` per namespace, highest priority
-first, then oldest. Pure: the caller passes what kopf's index knows about the namespace."""
+first, then oldest. Pure: the caller passes what kopf's index knows about the namespace, merged
+with what this process admitted a moment ago (the index learns of it only through the watch)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,41 @@ class QueueEntry:
     name: str
     rank: int  # higher runs first
     created: str  # RFC 3339; sorts chronologically as a string
-    holds_slot: bool  # admitted, not suspended, not finished
+    admitted: bool  # its workers were launched (status.workerJob is set)
+    suspended: bool
+
+    @property
+    def holds_slot(self) -> bool:
+        """Suspended jobs free their slot; resuming one does not wait in the queue again."""
+        return self.admitted and not self.suspended
 
 
 def queue_order(entry: QueueEntry) -> tuple[int, str, str]:
     return (-entry.rank, entry.created, entry.name)
 
 
+def merge_local(entries: Iterable[QueueEntry], admitted_here: set[str]) -> list[QueueEntry]:
+    """Entries with the admissions this process made that the index may not show yet."""
+    return [
+        dataclasses.replace(e, admitted=True) if e.uid in admitted_here and not e.admitted else e
+        for e in entries
+    ]
+
+
 def may_start(uid: str, entries: Iterable[QueueEntry], limit: int) -> tuple[bool, int]:
     """(admitted now?, position in the queue counting from 1) for the waiting job ``uid``."""
     entries = list(entries)
     running = sum(1 for e in entries if e.holds_slot and e.uid != uid)
-    waiting = sorted((e for e in entries if not e.holds_slot or e.uid == uid), key=queue_order)
+    waiting = sorted((e for e in entries if not e.admitted or e.uid == uid), key=queue_order)
     position = next((i for i, e in enumerate(waiting) if e.uid == uid), len(waiting)) + 1
     free = max(limit - running, 0)
     return position <= free, position
+
+
+def job_counts(entries: Iterable[QueueEntry]) -> dict[str, int]:
+    """The PerfTuning's status.jobs: jobs holding a slot, and jobs waiting for one."""
+    entries = list(entries)
+    return {
+        "running": sum(1 for e in entries if e.holds_slot),
+        "queued": sum(1 for e in entries if not e.admitted),
+    }

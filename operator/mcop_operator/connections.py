@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # timeout per interval instead of one per job and step.
 RETRY_SECONDS = 5.0
 SECRET_CACHE_SECONDS = 60.0
+# How the operator's sessions are named in pg_stat_activity and Redis' CLIENT LIST.
+APP_NAME = "mcop-operator"
 DB_ERRORS = (OSError, asyncio.TimeoutError, ConnectionError)
 
 
@@ -92,7 +94,9 @@ class Services:
             if self.pg is None:
                 assert self._dsn is not None
                 try:
-                    pool = await PgPool.open(self._dsn, self.tuning.postgres.pool)
+                    pool = await PgPool.open(
+                        self._dsn, self.tuning.postgres.pool, application_name=APP_NAME
+                    )
                     await results_db.migrate(pool)
                     if self.tuning.postgres.ensure_indexes:
                         await results_db.ensure_indexes(pool)
@@ -106,7 +110,9 @@ class Services:
     def redis(self) -> progress_bus.ProgressBus:
         if self.bus is None:
             assert self._redis_url is not None
-            self.bus = progress_bus.ProgressBus(self._redis_url, self.tuning.redis.pool)
+            self.bus = progress_bus.ProgressBus(
+                self._redis_url, self.tuning.redis.pool, client_name=APP_NAME
+            )
         return self.bus
 
     async def close(self) -> None:

@@ -113,3 +113,46 @@ def pod_failure_summary(pods: Sequence[Mapping[str, Any]]) -> str | None:
         message = (pod.get("status") or {}).get("message") or ""
         return f"shard {index}: {reason} {message}".strip()
     return None
+
+
+def pod_shard(pod: Mapping[str, Any]) -> int | None:
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(
+        "batch.kubernetes.io/job-completion-index"
+    )
+    return int(raw) if raw is not None and str(raw).isdigit() else None
+
+
+def _rfc3339_to_unix(value: str) -> float:
+    import datetime
+
+    return (
+        datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+        .replace(tzinfo=datetime.UTC)
+        .timestamp()
+    )
+
+
+def silent_pods(
+    reports: Mapping[int, Any],
+    pods: Sequence[Mapping[str, Any]],
+    now: float,
+    heartbeat_interval: float,
+) -> list[tuple[int, str, float]]:
+    """Running worker pods whose shard has not reported for three heartbeat intervals, as
+    (shard, pod name, seconds silent). A pod that started after its shard's last report is a
+    replacement still starting up, and is left alone."""
+    limit = 3 * heartbeat_interval
+    out: list[tuple[int, str, float]] = []
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        shard = pod_shard(pod)
+        report = reports.get(shard) if shard is not None else None
+        if report is None or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
+            continue
+        if getattr(report, "state", "running") != "running":
+            continue
+        silent = now - float(report.heartbeat)
+        created = meta.get("creationTimestamp")
+        if silent > limit and created and _rfc3339_to_unix(created) <= float(report.heartbeat):
+            out.append((int(shard), str(meta.get("name")), silent))  # type: ignore[arg-type]
+    return out

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from . import deletion, metrics, naming
-from .admission import QueueEntry
+from .admission import QueueEntry, merge_local
 from .builders import JobRef
 from .config import OperatorConfig
 from .connections import ConnectionRegistry
@@ -40,6 +40,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.kube = kube
     memo.connections = ConnectionRegistry(kube)
     memo.admit_locks = collections.defaultdict(asyncio.Lock)
+    memo.admitted_here = set()  # uids admitted by this process, until the index shows them
     metrics.serve(config.metrics_port)
     log.info("montecarlo-operator started; worker image %s", config.worker_image)
 
@@ -70,7 +71,8 @@ def job_queue(
             name=name,
             rank=priority_rank(spec),
             created=str(meta.get("creationTimestamp") or ""),
-            holds_slot=admitted and not spec.get("suspend", False),
+            admitted=admitted,
+            suspended=bool(spec.get("suspend", False)),
         )
     }
 
@@ -112,12 +114,13 @@ async def run_job(
         config=memo.config,
         kube=memo.kube,
         connections=memo.connections,
-        queue=lambda ns: list(job_queue.get(ns, [])),
+        queue=lambda ns: merge_local(job_queue.get(ns, []), memo.admitted_here),
         tuning_spec=lambda ns, tname: next(iter(tunings.get((ns, tname), [])), None),
         event=lambda type_, reason, message: kopf.event(
             body, type=type_, reason=reason, message=message
         ),
         admit_lock=lambda ns: memo.admit_locks[ns],
+        admitted_here=memo.admitted_here,
     )
     failures = 0
     while not stopped:
@@ -205,7 +208,8 @@ async def run_tuning(
     failures = 0
     while not stopped:
         try:
-            delay = await reconciler.step(body, list(job_queue.get(namespace, [])))
+            queue = merge_local(job_queue.get(namespace, []), memo.admitted_here)
+            delay = await reconciler.step(body, queue)
             failures = 0
         except Exception as exc:  # never crash the operator over one PerfTuning
             failures += 1

@@ -48,6 +48,7 @@ class JobReconciler:
         tuning_spec: TuningFn,
         event: EventFn,
         admit_lock: Callable[[str], Any],
+        admitted_here: set[str] | None = None,
     ) -> None:
         self.ref = ref
         self.config = config
@@ -57,6 +58,7 @@ class JobReconciler:
         self.tuning_spec = tuning_spec
         self.event = event
         self.admit_lock = admit_lock
+        self.admitted_here = admitted_here if admitted_here is not None else set()
         self.aggregator: numbers.Aggregator | None = None
         self.rate = numbers.RateMeter()
         self.written: dict[str, Any] = {}
@@ -239,6 +241,7 @@ class _Step:
             self.status["workerJob"] = naming.worker_job_name(o.ref.name)
             await o.kube.patch_job_status(o.ref.namespace, o.ref.name, self.status)
             o.written = dict(self.status)
+            o.admitted_here.add(o.ref.uid)
         o.event("Normal", "Admitted", f"launching {self.spec.get('shards', 1)} shard(s)")
         return None
 
@@ -298,7 +301,9 @@ class _Step:
             detail = job_status.pod_failure_summary(pods)
             return self.fail(reason, f"{message}; {detail}" if detail else message)
 
-        redis_ok, _reports = await services.shard_progress(o.ref.uid)
+        redis_ok, reports = await services.shard_progress(o.ref.uid)
+        if redis_ok and not suspended:
+            await self.replace_silent_shards(services, reports)
         self.condition(
             "RedisAvailable",
             redis_ok,
@@ -366,6 +371,26 @@ class _Step:
         o.event("Normal", reason, _success_message(result, summary.stopped_early))
         metrics.JOBS_FINISHED.labels("Succeeded", reason).inc()
         return Outcome(finished=True)
+
+    async def replace_silent_shards(self, services: Services, reports: dict[int, Any]) -> None:
+        """A shard silent for three heartbeat intervals is lost: delete its pod so the Job
+        controller starts a new one, which skips the blocks already stored."""
+        o = self.o
+        if not reports:
+            return
+        pods = await o.kube.list_pods(o.ref.namespace, f"{naming.JOB_LABEL}={o.ref.name[:63]}")
+        interval = services.tuning.workers.heartbeat_interval_seconds
+        lost = job_status.silent_pods(reports, pods, time.time(), interval)
+        for shard, pod, silent in lost:
+            message = (
+                f"shard {shard} sent no heartbeat for {silent:.0f}s (3 x {interval}s): "
+                f"deleted pod {pod} so the Job retries it"
+            )
+            await o.kube.delete_pod(o.ref.namespace, pod)
+            self.condition("ShardsHealthy", False, "HeartbeatLost", message)
+            o.event("Warning", "HeartbeatLost", message)
+        if not lost and any(c.get("type") == "ShardsHealthy" for c in self.status["conditions"]):
+            self.condition("ShardsHealthy", True, "Heartbeating", "every shard reports")
 
     async def stop_workers(self, services: Services, block_limit: int) -> None:
         """Blocks past the decided prefix are not needed: workers that hear it through Redis

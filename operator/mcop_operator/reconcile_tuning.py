@@ -11,19 +11,13 @@ from mcop_worker import db_metrics
 from mcop_worker.errors import ManifestError
 
 from . import metrics
-from .admission import QueueEntry
+from .admission import QueueEntry, job_counts
 from .conditions import now_rfc3339, set_condition
 from .connections import ConnectionRegistry, Services
 from .kube import KubeApi, SecretProblem
 from .system_metrics import system_snapshot
 
 log = logging.getLogger(__name__)
-
-
-def job_counts(entries: Iterable[QueueEntry]) -> dict[str, int]:
-    entries = list(entries)
-    running = sum(1 for e in entries if e.holds_slot)
-    return {"running": running, "queued": len(entries) - running}
 
 
 async def redis_status(services: Services) -> tuple[dict[str, Any], str]:
