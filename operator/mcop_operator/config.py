@@ -20,6 +20,9 @@ class OperatorConfig:
     # How often the Job controller retries one failed shard before the job fails (WorkerFailed);
     # a retry skips the blocks its predecessor stored.
     shard_retries: int
+    # Where /metrics listens: all interfaces in a pod (Prometheus scrapes the pod IP); tests
+    # running the operator as a local process bind 127.0.0.1.
+    metrics_address: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -32,4 +35,5 @@ class OperatorConfig:
             waiting_interval_seconds=float(e.get("MCOP_WAITING_INTERVAL_SECONDS", "5")),
             metrics_port=int(e.get("MCOP_METRICS_PORT", "8080")),
             shard_retries=int(e.get("MCOP_SHARD_RETRIES", "3")),
+            metrics_address=e.get("MCOP_METRICS_ADDRESS", "0.0.0.0"),
         )

@@ -41,7 +41,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.connections = ConnectionRegistry(kube)
     memo.admit_locks = collections.defaultdict(asyncio.Lock)
     memo.admitted_here = set()  # uids admitted by this process, until the index shows them
-    metrics.serve(config.metrics_port)
+    metrics.serve(config.metrics_port, config.metrics_address)
     log.info("montecarlo-operator started; worker image %s", config.worker_image)
 
 

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (served on MCOP_METRICS_PORT at /metrics)."""
+"""The operator's Prometheus metrics (/metrics on MCOP_METRICS_ADDRESS:MCOP_METRICS_PORT)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ JOBS_FINISHED = Counter(
 )
 
 
-def serve(port: int) -> None:
+def serve(port: int, address: str = "0.0.0.0") -> None:
     if port > 0:
-        start_http_server(port)
+        start_http_server(port, addr=address)
 
 
 def export_tuning(namespace: str, name: str, status: Mapping[str, Any]) -> None:
