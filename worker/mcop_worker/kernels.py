@@ -117,42 +117,11 @@ def _lane_total(s: Any) -> float:
 @njit(cache=True)
 def _accumulate(acc: Any, y: Any, x: Any, c: int, with_x: bool) -> None:
     """Merge the chunk y[:c] (and its control x[:c]) into acc (two-pass chunk moments + CGL)."""
-    body = c - c % _LANES
-    sy = np.zeros(_LANES)
-    sx = np.zeros(_LANES)
-    for i in range(0, body, _LANES):
-        for j in range(_LANES):
-            sy[j] += y[i + j]
-            sx[j] += x[i + j]
-    ty = _lane_total(sy)
-    tx = _lane_total(sx)
-    for i in range(body, c):
-        ty += y[i]
-        tx += x[i]
-    my = ty / c
-    mx = tx / c if with_x else 0.0
-    qy = np.zeros(_LANES)
-    qx = np.zeros(_LANES)
-    qxy = np.zeros(_LANES)
-    for i in range(0, body, _LANES):
-        for j in range(_LANES):
-            dy = y[i + j] - my
-            dx = x[i + j] - mx
-            qy[j] += dy * dy
-            qx[j] += dx * dx
-            qxy[j] += dx * dy
-    m2y = _lane_total(qy)
-    m2x = _lane_total(qx)
-    cxy = _lane_total(qxy)
-    for i in range(body, c):
-        dy = y[i] - my
-        dx = x[i] - mx
-        m2y += dy * dy
-        m2x += dx * dx
-        cxy += dx * dy
-    if not with_x:
-        m2x = 0.0
-        cxy = 0.0
+    if with_x:
+        my, m2y, mx, m2x, cxy = _chunk_moments_xy(y, x, c)
+    else:
+        my, m2y = _chunk_moments(y, c)
+        mx = m2x = cxy = 0.0
     na = acc[0]
     if na == 0.0:
         acc[0] = c
@@ -172,6 +141,69 @@ def _accumulate(acc: Any, y: Any, x: Any, c: int, with_x: bool) -> None:
     acc[3] = acc[3] + dmx * (c / n)
     acc[4] = acc[4] + m2x + dmx * dmx * w
     acc[5] = acc[5] + cxy + dmx * dmy * w
+
+
+@njit(inline="always", cache=True)
+def _chunk_moments(y: Any, c: int) -> tuple[float, float]:
+    """Mean and centred sum of squares of y[:c], two passes, 8 lanes each."""
+    body = c - c % _LANES
+    s = np.zeros(_LANES)
+    for i in range(0, body, _LANES):
+        for j in range(_LANES):
+            s[j] += y[i + j]
+    total = _lane_total(s)
+    for i in range(body, c):
+        total += y[i]
+    mean = total / c
+    q = np.zeros(_LANES)
+    for i in range(0, body, _LANES):
+        for j in range(_LANES):
+            d = y[i + j] - mean
+            q[j] += d * d
+    m2 = _lane_total(q)
+    for i in range(body, c):
+        d = y[i] - mean
+        m2 += d * d
+    return mean, m2
+
+
+@njit(inline="always", cache=True)
+def _chunk_moments_xy(y: Any, x: Any, c: int) -> tuple[float, float, float, float, float]:
+    """Means, centred sums of squares and co-moment of y[:c] and x[:c]."""
+    body = c - c % _LANES
+    sy = np.zeros(_LANES)
+    sx = np.zeros(_LANES)
+    for i in range(0, body, _LANES):
+        for j in range(_LANES):
+            sy[j] += y[i + j]
+            sx[j] += x[i + j]
+    ty = _lane_total(sy)
+    tx = _lane_total(sx)
+    for i in range(body, c):
+        ty += y[i]
+        tx += x[i]
+    my = ty / c
+    mx = tx / c
+    qy = np.zeros(_LANES)
+    qx = np.zeros(_LANES)
+    qxy = np.zeros(_LANES)
+    for i in range(0, body, _LANES):
+        for j in range(_LANES):
+            dy = y[i + j] - my
+            dx = x[i + j] - mx
+            qy[j] += dy * dy
+            qx[j] += dx * dx
+            qxy[j] += dx * dy
+    m2y = _lane_total(qy)
+    m2x = _lane_total(qx)
+    cxy = _lane_total(qxy)
+    for i in range(body, c):
+        dy = y[i] - my
+        dx = x[i] - mx
+        m2y += dy * dy
+        m2x += dx * dx
+        cxy += dx * dy
+    return my, m2y, mx, m2x, cxy
 
 
 # -- single asset -------------------------------------------------------------------------------
