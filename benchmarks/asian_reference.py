@@ -3,7 +3,7 @@ independently of the engine: plain numpy, numpy's Philox generator (not PCG64), 
 cumulative sums, numpy's exp, and its own Kemna-Vorst formula for the geometric control variate.
 
 tests/test_engine_pricing.py compares the engine with the numbers this prints (recorded there with
-their standard errors). Run: .venv/bin/python benchmarks/asian_reference.py [--paths N]
+their standard errors). Run: .venv/bin/python benchmarks/asian_reference.py --paths 24000000   (about 10 minutes)
 """
 
 from __future__ import annotations
@@ -14,14 +14,19 @@ from statistics import NormalDist
 
 import numpy as np
 
-CASES = [
+CASES: list[tuple[float, float, float, float, float, float, int, str]] = [
     # spot, strike, rate, dividend yield, volatility, maturity, steps, option type
     (100.0, 100.0, 0.05, 0.0, 0.2, 1.0, 252, "call"),
     (100.0, 110.0, 0.03, 0.01, 0.3, 0.5, 126, "put"),
 ]
 
 
-def geometric_price(s, k, r, q, vol, t, m, kind):  # type: ignore[no-untyped-def]
+Case = tuple[float, float, float, float, float, float, int, str]
+
+
+def geometric_price(
+    s: float, k: float, r: float, q: float, vol: float, t: float, m: int, kind: str
+) -> float:
     mean = math.log(s) + (r - q - vol * vol / 2) * t * (m + 1) / (2 * m)
     var = vol * vol * t * (m + 1) * (2 * m + 1) / (6 * m * m)
     sd = math.sqrt(var)
@@ -33,7 +38,9 @@ def geometric_price(s, k, r, q, vol, t, m, kind):  # type: ignore[no-untyped-def
     return math.exp(-r * t) * (k * n(-d2) - fwd * n(-d2 - sd))
 
 
-def reference(case, paths: int, batch: int = 20000, seed: int = 20240601):  # type: ignore[no-untyped-def]
+def reference(
+    case: Case, paths: int, batch: int = 20000, seed: int = 20240601
+) -> tuple[float, float]:
     s, k, r, q, vol, t, m, kind = case
     rng = np.random.Generator(np.random.Philox(seed))
     dt = t / m
@@ -57,7 +64,7 @@ def reference(case, paths: int, batch: int = 20000, seed: int = 20240601):  # ty
     beta = cov[0, 1] / cov[1, 1]
     mu = geometric_price(s, k, r, q, vol, t, m, kind)
     adjusted = y - beta * (x - mu)
-    return adjusted.mean(), adjusted.std(ddof=1) / math.sqrt(len(y))
+    return float(adjusted.mean()), float(adjusted.std(ddof=1)) / math.sqrt(len(y))
 
 
 def main() -> None:
