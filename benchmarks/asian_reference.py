@@ -3,7 +3,8 @@ independently of the engine: plain numpy, numpy's Philox generator (not PCG64), 
 cumulative sums, numpy's exp, and its own Kemna-Vorst formula for the geometric control variate.
 
 tests/test_engine_pricing.py compares the engine with the numbers this prints (recorded there with
-their standard errors). Run: .venv/bin/python benchmarks/asian_reference.py --paths 24000000   (about 10 minutes)
+their standard errors). Run (about 10 minutes):
+    .venv/bin/python benchmarks/asian_reference.py --paths 24000000
 """
 
 from __future__ import annotations

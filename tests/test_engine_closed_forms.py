@@ -116,8 +116,8 @@ def test_lognormal_var_and_es() -> None:
     # ES by numerical integration of the tail of the loss distribution.
     level = 0.975
     u = np.linspace(level, 1, 2_000_001)[:-1] + 0.5 * (1 - level) / 2_000_000
-    z = np.array([cf.norm_ppf(float(p)) for p in u[::1000]])
-    losses = spot * (1 - np.exp((mu - vol**2 / 2) * h - vol * z * h**0.5))
+    quantiles = np.array([cf.norm_ppf(float(p)) for p in u[::1000]])
+    losses = spot * (1 - np.exp((mu - vol**2 / 2) * h - vol * quantiles * h**0.5))
     assert cf.lognormal_es(spot, 1, vol, mu, h, level) == pytest.approx(losses.mean(), rel=1e-3)
 
 

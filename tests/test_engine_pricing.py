@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -147,7 +148,7 @@ def test_barrier_discrete_monitoring_differs_from_continuous() -> None:
     assert abs(est.estimate - shifted) < 0.2 * abs(est.estimate - continuous)
 
 
-BASKET_ASSETS = [
+BASKET_ASSETS: list[dict[str, Any]] = [
     {"name": "a", "spot": 100.0, "volatility": 0.25, "dividendYield": 0.01, "weight": 1.0},
     {"name": "b", "spot": 50.0, "volatility": 0.35, "dividendYield": 0.0, "weight": 2.0},
     {"name": "c", "spot": 80.0, "volatility": 0.15, "dividendYield": 0.03, "weight": 0.5},
