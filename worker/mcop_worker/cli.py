@@ -106,7 +106,11 @@ def run_command(file: str, shards: int | None, as_json: bool, progress: str = "a
         return EXIT_INVALID
     if shards is None:
         shards = max(1, min(shards_in_manifest, os.cpu_count() or 1))
-    return _execute(manifest, spec, shards, as_json, progress)
+    try:
+        return _execute(manifest, spec, shards, as_json, progress)
+    except Exception as exc:  # a bug or a broken install: say what, exit 1, no traceback wall
+        _error(f"failed: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
 
 
 def load_manifest(file: str) -> dict[str, Any]:
