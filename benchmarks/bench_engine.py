@@ -223,8 +223,12 @@ def main() -> None:
             print(f"{label:<44}{millions(rate):>12}{rate / base:>11.1f}x{t / limit:>15.2f}x")
 
     spec = job("asian", 4 * asian_paths, True, True)
-    t1 = processes_time(spec, 1)
-    t2 = processes_time(spec, 2)
+    # Alternate 1 and 2 processes and keep the best of each: other work on a small machine
+    # otherwise decides the ratio.
+    t1 = t2 = math.inf
+    for _ in range(rep):
+        t1 = min(t1, processes_time(spec, 1))
+        t2 = min(t2, processes_time(spec, 2))
     print(
         f"\nprocesses (asian antithetic+cv, simulation only): 1 -> {t1:.2f}s, 2 -> {t2:.2f}s, "
         f"speed-up {t1 / t2:.2f}x"
