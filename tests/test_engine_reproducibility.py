@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from engine_helpers import asian, european, multi_asset, single_asset
-from mcop_worker.aggregate import MIN_BLOCKS_TO_STOP, JobAggregator, aggregate, final_result
+from mcop_worker.aggregate import (
+    MIN_BLOCKS_TO_STOP,
+    JobAggregator,
+    aggregate,
+    final_result,
+    summarize,
+)
 from mcop_worker.blocks import (
     ENGINE_VERSION,
     block_generator,
@@ -116,6 +122,10 @@ def test_early_stop_is_the_first_prefix_reaching_the_target() -> None:
     )
     result = final_result({b.block: b for b in reversed(blocks)}, spec)
     assert result is not None
+    partial = summarize({b.block: b for b in blocks[2:stop]}, spec)  # block 0, 1 missing
+    assert partial.final is None and partial.prefix_blocks == 0
+    assert partial.running == aggregate(blocks[2:stop], spec)
+    assert partial.blocks_done == stop - 2 and partial.paths_total == plan.paths
     assert result.blocks == stop
     assert result.paths == plan.paths_in_prefix(stop)
     assert result.estimate == aggregate(blocks[:stop], spec).estimate

@@ -225,9 +225,19 @@ def aggregate(blocks: Sequence[BlockStats], spec: JobSpec) -> Estimate:
 
 def final_result(blocks: Mapping[int, BlockStats], spec: JobSpec) -> Estimate | None:
     """The job's result once it is decided (all blocks, or the target reached on a prefix)."""
+    return summarize(blocks, spec).final
+
+
+def summarize(blocks: Mapping[int, BlockStats], spec: JobSpec) -> Progress:
+    """Finished blocks by index (any subset, any order) -> running estimate over all of them and,
+    when complete or the target is reached on the prefix, the final result. For repeated calls
+    with a growing set, keep a JobAggregator instead."""
     agg = JobAggregator(spec)
-    agg.add_many(blocks.values())
-    return agg.final
+    for index, stats in blocks.items():
+        if index != stats.block:
+            raise ValueError(f"the entry for block {index} holds block {stats.block}")
+        agg.add(stats)
+    return agg.progress()
 
 
 @dataclass(frozen=True)
