@@ -60,10 +60,10 @@ def job_queue(
     status: kopf.Status,
     meta: kopf.Meta,
     **_: Any,
-) -> dict[str, QueueEntry] | None:
+) -> dict[str, QueueEntry]:
     phase = status.get("phase")
     if phase in TERMINAL_PHASES or namespace is None:
-        return None
+        return {}  # an empty mapping drops the job from the index; None would keep its old entry
     admitted = bool(status.get("workerJob"))
     return {
         namespace: QueueEntry(

@@ -1,0 +1,251 @@
+"""PerfTuning end to end: live pool settings, the job queue, heartbeats, health and metrics in
+status, against the real operator, control plane, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+from operator_harness import JobsHarness, job_manifest, mcop_run_json, wait_for
+from test_operator_jobs import LONG_ASIAN, NUMBER_KEYS, spec
+
+
+def tuning(name: str = "default", **sections: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "montecarlo.io/v1alpha1",
+        "kind": "PerfTuning",
+        "metadata": {"name": name},
+        "spec": sections,
+    }
+
+
+def tuning_status(jobs: JobsHarness, name: str = "default") -> dict[str, Any]:
+    doc = jobs.get("perftuning", name)
+    return dict((doc or {}).get("status") or {})
+
+
+def wait_tuning(jobs: JobsHarness, check: Any, what: str, timeout: float = 60) -> dict[str, Any]:
+    return dict(
+        wait_for(lambda: (s := tuning_status(jobs)) and check(s) and s, timeout=timeout, what=what)
+    )
+
+
+def operator_sessions(dsn: str) -> int:
+    async def count() -> int:
+        con = await asyncpg.connect(dsn)
+        try:
+            return int(
+                await con.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = 'mcop-operator'"
+                )
+            )
+        finally:
+            await con.close()
+
+    return asyncio.run(count())
+
+
+def test_pool_size_changes_live_and_metrics_fill_the_status(jobs: JobsHarness, pg_dsn: str) -> None:
+    jobs.apply(tuning(postgres={"poolSize": 2, "maxOverflow": 1}, metrics={"intervalSeconds": 1}))
+    status = wait_tuning(jobs, lambda s: s.get("phase") == "Ready", "PerfTuning Ready")
+    wait_for(lambda: operator_sessions(pg_dsn) == 2, timeout=30, what="2 operator sessions")
+    assert status["redis"]["connected"] is True and status["postgres"]["connected"] is True
+    assert {"cpuPercent", "memoryPercent", "diskPercent"} <= set(status["system"])
+    assert status["jobs"] == {"running": 0, "queued": 0}
+    applied = status["appliedAt"]
+    # The recommended indexes exist, and ones nobody used yet are reported as unused.
+    names = {i["name"] for i in status["postgres"]["indexes"]}
+    assert {"ix_jobs_status", "ix_jobs_created_at", "ix_jobs_user_id", "ix_users_email"} <= names
+    assert "ix_users_email" in status["postgres"]["unusedIndexes"]
+    assert "block_results" in status["postgres"]["tableSizesBytes"]
+    # A new spec is applied to the running operator: the server sees the new pool size.
+    jobs.apply(tuning(postgres={"poolSize": 5, "maxOverflow": 1}, metrics={"intervalSeconds": 1}))
+    wait_for(lambda: operator_sessions(pg_dsn) == 5, timeout=30, what="5 operator sessions")
+    wait_tuning(
+        jobs,
+        lambda s: s.get("appliedAt") != applied or s["observedGeneration"] == 2,
+        "the new generation applied",
+    )
+    table = jobs.kubectl("get", "perftunings").stdout.splitlines()[0].split()
+    assert table == ["NAME", "PHASE", "HIT-RATE", "DB-CONNECTIONS", "RUNNING", "QUEUED", "AGE"]
+
+
+def test_queue_admits_at_most_the_limit_highest_priority_then_oldest(jobs: JobsHarness) -> None:
+    jobs.apply(tuning(workers={"maxConcurrentJobs": 2}, metrics={"intervalSeconds": 1}))
+    wait_tuning(jobs, lambda s: s.get("phase") == "Ready", "PerfTuning Ready")
+    # block-a frees its slot after a while; block-b holds the other one until the queue has
+    # drained, so slots free one at a time and the admission order is observable.
+    jobs.create_job("block-a", spec(LONG_ASIAN, paths=12_000_000, cache=False, seed=1))
+    jobs.create_job("block-b", spec(LONG_ASIAN, paths=100_000_000, cache=False, seed=2))
+    wait_for(
+        lambda: all(jobs.status(n).get("workerJob") for n in ("block-a", "block-b")),
+        timeout=60,
+        what="two blockers admitted",
+    )
+    queued = [
+        ("q-low", "low"),
+        ("q-high-old", "high"),
+        ("q-normal", "normal"),
+        ("q-high-new", "high"),
+        ("q-critical", "critical"),
+    ]
+    small = spec(LONG_ASIAN, paths=200_000, cache=False)
+    for i, (name, prio) in enumerate(queued):
+        jobs.create_job(name, spec(small, seed=10 + i, priority=prio))
+        time.sleep(1.1)  # distinct creation times: "then oldest" is observable
+    assert jobs.status("block-a").get("phase") == "Running", "block-a ended too soon for this test"
+    first = jobs.status("q-critical")
+    assert first.get("phase") == "Queued", first
+    cond = jobs.condition("q-critical", "Admitted")
+    assert cond and cond["status"] == "False" and cond["reason"] == "QueuedByConcurrencyLimit"
+    assert tuning_status(jobs)["jobs"]["queued"] >= 1
+
+    names = ["block-a", "block-b"] + [n for n, _ in queued]
+    admitted_at: dict[str, int] = {}  # job -> the poll that first saw it admitted
+    most_running = 0
+    poll = 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        items = json.loads(jobs.kubectl("get", "mcj", "-o", "json").stdout)["items"]
+        by_name = {i["metadata"]["name"]: i.get("status") or {} for i in items}
+        running = [
+            n
+            for n in names
+            if by_name[n].get("workerJob")
+            and by_name[n].get("phase") not in ("Succeeded", "Failed")
+        ]
+        most_running = max(most_running, len(running))
+        poll += 1
+        for n in names:
+            if by_name[n].get("workerJob") and n.startswith("q-"):
+                admitted_at.setdefault(n, poll)
+        if all(by_name[n].get("phase") == "Succeeded" for n in names if n != "block-b"):
+            break
+        time.sleep(0.1)
+    assert most_running <= 2
+    jobs.kubectl("delete", "mcj", "block-b", "--wait=false")
+    expected = ["q-critical", "q-high-old", "q-high-new", "q-normal", "q-low"]
+    assert sorted(admitted_at, key=admitted_at.__getitem__) == expected, admitted_at
+    assert len(set(admitted_at.values())) == len(expected), admitted_at  # one at a time
+
+
+def test_a_silent_shard_is_replaced_and_the_job_finishes(jobs: JobsHarness, tmp_path: Path) -> None:
+    jobs.apply(tuning(workers={"heartbeatIntervalSeconds": 1}, metrics={"intervalSeconds": 1}))
+    wait_tuning(jobs, lambda s: s.get("phase") == "Ready", "PerfTuning Ready")
+    s = spec(LONG_ASIAN, paths=4_000_000, shards=2, cache=False)
+    jobs.create_job("frozen", s)
+    wait_for(
+        lambda: (st := jobs.status("frozen")).get("pathsDone", 0) > 0 and st,
+        timeout=120,
+        what="progress",
+    )
+    uid = jobs.job("frozen")["metadata"]["uid"]
+    # Freeze one worker process: it neither computes nor heartbeats, like a hung node.
+    victims = [
+        p
+        for p in psutil.process_iter(["environ"])
+        if (p.info.get("environ") or {}).get("MCOP_JOB_UID") == uid
+        and (p.info.get("environ") or {}).get("JOB_COMPLETION_INDEX") == "0"
+    ]
+    assert victims, "worker process of shard 0 not found"
+    for p in victims:
+        os.kill(p.pid, signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: (
+                (c := jobs.condition("frozen", "ShardsHealthy")) and c["reason"] == "HeartbeatLost"
+            ),
+            timeout=60,
+            what="HeartbeatLost condition",
+        )
+    finally:
+        for p in victims:
+            if p.is_running():
+                os.kill(p.pid, signal.SIGCONT)
+    final = jobs.wait_phase("frozen", "Succeeded", "Failed", timeout=240)
+    assert final["phase"] == "Succeeded"
+    assert "HeartbeatLost" in {e["reason"] for e in jobs.events("frozen")}
+    expected = mcop_run_json(job_manifest("frozen", s), tmp_path, shards=2)
+    for key in NUMBER_KEYS:
+        assert final["result"][key] == expected[key], key
+
+
+def test_outages_degrade_then_recover_and_jobs_keep_their_promises(
+    jobs: JobsHarness, redis_server: Any, postgres_server: Any, tmp_path: Path
+) -> None:
+    jobs.apply(tuning(metrics={"intervalSeconds": 1}, postgres={"commandTimeoutSeconds": 5}))
+    wait_tuning(jobs, lambda s: s.get("phase") == "Ready", "PerfTuning Ready")
+    s = spec(LONG_ASIAN, paths=6_000_000, shards=2, cache=False)
+    jobs.create_job("weather", s)
+    wait_for(lambda: jobs.status("weather").get("pathsDone", 0) > 0, timeout=120, what="progress")
+    try:
+        redis_server.stop()
+        st = wait_tuning(jobs, lambda s: s.get("phase") == "Degraded", "Degraded without Redis")
+        conds = {c["type"]: c for c in st["conditions"]}
+        assert conds["RedisReady"]["status"] == "False"
+        assert conds["PostgresReady"]["status"] == "True"
+        postgres_server.stop()
+        st = wait_tuning(
+            jobs,
+            lambda s: (
+                {c["type"]: c["status"] for c in s["conditions"]}.get("PostgresReady") == "False"
+            ),
+            "PostgresReady=False",
+        )
+        assert st["phase"] == "Degraded"
+        assert jobs.status("weather").get("phase") != "Succeeded"  # never before it is stored
+        time.sleep(3)
+    finally:
+        postgres_server.start()
+        redis_server.start()
+    wait_tuning(jobs, lambda s: s.get("phase") == "Ready", "Ready again", timeout=90)
+    final = jobs.wait_phase("weather", "Succeeded", "Failed", timeout=300)
+    assert final["phase"] == "Succeeded", final
+    expected = mcop_run_json(job_manifest("weather", s), tmp_path, shards=2)
+    for key in NUMBER_KEYS:
+        assert final["result"][key] == expected[key], key
+
+
+def test_no_secret_value_in_status_events_or_logs(jobs: JobsHarness, postgres_server: Any) -> None:
+    jobs.apply(tuning(metrics={"intervalSeconds": 1}))
+    wait_tuning(jobs, lambda s: s.get("phase") == "Ready", "PerfTuning Ready")
+    jobs.create_job("quiet", spec(paths=200_000, shards=2))
+    jobs.wait_phase("quiet", "Succeeded")
+    # And a job whose database is unreachable: its error paths must not leak either.
+    from operator_harness import secret_manifest
+
+    leaked = "hunter2-" + os.urandom(4).hex()
+    jobs.apply(
+        secret_manifest(
+            jobs.namespace, "bad-pg", "dsn", f"postgresql://mcop:{leaked}@127.0.0.1:9/none"
+        )
+    )
+    jobs.apply(
+        tuning(
+            "badpg",
+            postgres={"dsnSecretRef": {"name": "bad-pg", "key": "dsn"}, "commandTimeoutSeconds": 1},
+        )
+    )
+    jobs.create_job("leaky", spec(paths=200_000, seed=99, tuningRef="badpg"))
+    time.sleep(8)
+    secrets = [postgres_server.password, leaked]
+    texts = {
+        "statuses": jobs.kubectl("get", "mcj,ptune", "-o", "json").stdout,
+        "events": jobs.kubectl("get", "events", "-o", "json").stdout,
+        "operator log": jobs.operator.log(),
+        "pod logs": "".join(
+            p.read_text(errors="replace") for p in (jobs.cluster.base_dir / "pods").rglob("*.log")
+        ),
+    }
+    for where, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret value appears in the {where}"
