@@ -137,7 +137,10 @@ def _run_pricing_kernel(
         coef = np.array([w * s / b0 for w, s in zip(m.weights, spots, strict=True)])
         if not geometric:
             coef = np.zeros_like(coef)
-        ln_base = math.log(b0) - float(np.dot(coef, m.ln_spot)) if geometric else 0.0
+        # math.fsum, not np.dot: BLAS picks its kernel per CPU (OPENBLAS_CORETYPE), and with it
+        # the summation order, which would make the result depend on the machine.
+        weighted_ln = math.fsum(float(c) * float(x) for c, x in zip(coef, m.ln_spot, strict=True))
+        ln_base = math.log(b0) - weighted_ln if geometric else 0.0
         kernels.basket_block(
             gen,
             units,
