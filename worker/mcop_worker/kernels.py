@@ -2,8 +2,9 @@
 
 Each kernel draws its standard normals from the block's numpy Generator inside numba
 (`Generator.standard_normal` compiled by numba uses the same bit generator and algorithm as
-numpy: the stream is identical, `tests/test_engine_kernels.py` checks it) into a chunk buffer that
-stays in cache, then runs the path arithmetic over the chunk in loops that LLVM vectorises.
+numpy: the stream is identical, `tests/test_engine_reproducibility.py` checks it) into a chunk
+buffer that stays in cache, then runs the path arithmetic over the chunk in loops that LLVM
+vectorises.
 Memory is a few chunk-sized buffers, whatever the number of paths.
 
 The block kernels release the GIL (`nogil`), so a worker can keep its heartbeat thread or event
@@ -12,7 +13,8 @@ loop running while a block computes.
 Determinism: no fastmath, so every floating-point operation is the IEEE operation written here,
 in the order written (vectorising an element-wise loop does not change its results); the
 exponential is our own (`fexp`, ~2 ulp) built from additions and multiplications only, so it
-vectorises and does not depend on the platform's libm. Reductions run sequentially.
+vectorises and does not depend on the platform's libm. Reductions use 8 partial sums combined in
+a fixed order (fast, and still the same bits on any CPU).
 
 Statistics per chunk are a two-pass mean and centred sums, merged into the block's accumulator
 `acc = [count, mean_y, m2_y, mean_x, m2_x, cov_xy]` with the Chan-Golub-LeVeque update.
