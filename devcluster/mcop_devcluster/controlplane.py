@@ -31,6 +31,15 @@ NODE_NAME = "mcop-node"
 TEMP_PREFIX = "mcop-kube-"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # a setting only: nothing dials it
 POD_CIDR = "10.244.0.0/24"
+# With ``audit_log``: one JSON line per write request (who, user agent, verb, object), no bodies.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+"""
 
 
 def _environment() -> dict[str, str]:
@@ -50,6 +59,8 @@ class ControlPlane:
     )
     start_pod_runner: bool = True
     binaries: ControlPlaneBinaries = field(default_factory=control_plane_binaries)
+    audit_log: Path | None = None
+    """If set, the API server writes its audit log of write requests (AUDIT_POLICY) here."""
 
     def __post_init__(self) -> None:
         self.etcd_port = free_port()
@@ -146,6 +157,13 @@ class ControlPlane:
 
         wait_until(healthy, timeout=60, what="etcd /health", alive=proc)
 
+    def _audit_flags(self) -> list[str]:
+        if self.audit_log is None:
+            return []
+        policy = self.base_dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
+
     def _start_apiserver(self) -> None:
         pki = self.pki
         proc = self._process(
@@ -167,6 +185,7 @@ class ControlPlane:
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
                 "--kubelet-preferred-address-types=InternalIP",
+                *self._audit_flags(),
             ],
         )
         wait_until(
