@@ -17,6 +17,9 @@ from kubernetes.client.exceptions import ApiException
 
 from .naming import GROUP, JOB_PLURAL, TUNING_PLURAL, VERSION
 
+# Tells this module's requests apart in the API server's audit log (kopf's own say kopf/<version>).
+USER_AGENT = "mcop-operator"
+
 
 class SecretProblem(Exception):
     """A Secret a PerfTuning names is missing or lacks the key: the message says what to create."""
@@ -45,7 +48,10 @@ def _is(exc: BaseException, status: int) -> bool:
 
 class KubeApi:
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
-        self._client = api_client or kubernetes.client.ApiClient()
+        if api_client is None:
+            api_client = kubernetes.client.ApiClient()
+            api_client.user_agent = USER_AGENT
+        self._client = api_client
         self.core = kubernetes.client.CoreV1Api(self._client)
         self.batch = kubernetes.client.BatchV1Api(self._client)
         self.scheduling = kubernetes.client.SchedulingV1Api(self._client)
