@@ -61,6 +61,8 @@ class ControlPlane:
     binaries: ControlPlaneBinaries = field(default_factory=control_plane_binaries)
     audit_log: Path | None = None
     """If set, the API server writes its audit log of write requests (AUDIT_POLICY) here."""
+    audit_policy: str = AUDIT_POLICY
+    """The audit policy (YAML) used with ``audit_log``: by default, write requests only."""
 
     def __post_init__(self) -> None:
         self.etcd_port = free_port()
@@ -161,7 +163,7 @@ class ControlPlane:
         if self.audit_log is None:
             return []
         policy = self.base_dir / "audit-policy.yaml"
-        policy.write_text(AUDIT_POLICY)
+        policy.write_text(self.audit_policy)
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
 
     def _start_apiserver(self) -> None:
