@@ -898,3 +898,25 @@ def test_api_server_accepts_every_rendered_manifest(
     assert "Warning" not in out.stderr and "violate" not in out.stderr, out.stderr
     count = sum(1 for d in yaml.safe_load_all(rendered) if d)
     assert out.stdout.count("(server dry run)") == count, out.stdout
+
+
+@pytest.mark.cluster
+def test_notes_say_what_to_run_and_warn_about_missing_secrets(
+    chart_cluster: KubeCluster, helm_env: dict[str, str]
+) -> None:
+    """NOTES.txt as `helm install` prints it (a server-side dry run: lookup sees the cluster)."""
+    ns = make_namespace(chart_cluster, "notes")
+    chart_cluster.install_crds(sorted((CHART / "crds").glob("*.yaml")))  # a dry run installs none
+    values = {"redis.enabled": False, "postgresql.enabled": False, "watchNamespaces": [ns]}
+    args = ["install", RELEASE, str(CHART), "-n", ns, "--dry-run=server", *set_args(values)]
+    notes = run_helm(*args, env=helm_env).stdout.split("NOTES:", 1)[1]
+    assert f"kubectl -n {ns} apply -f examples/european.yaml" in notes
+    assert f"kubectl -n {ns} get mcj -w" in notes
+    assert f"The operator watches the namespaces {ns}." in notes
+    for name in ("montecarlo-redis", "montecarlo-postgres"):
+        assert f"Secret {ns}/{name}" in notes and "does not exist yet" in notes
+    chart_cluster.kubectl("-n", ns, "create", "secret", "generic", "montecarlo-redis",
+                          "--from-literal=url=redis://127.0.0.1:1/0")  # fmt: skip
+    notes = run_helm(*args, env=helm_env).stdout.split("NOTES:", 1)[1]
+    assert f"Secret {ns}/montecarlo-redis" not in notes
+    assert f"Secret {ns}/montecarlo-postgres" in notes
