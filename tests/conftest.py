@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mcop_devcluster.ports import free_port
 from operator_harness import PRIORITY_CLASSES, JobsHarness, running_operator, secret_manifest
 
 
@@ -34,9 +35,8 @@ def jobs(
     ):
         cluster_with_crds.kubectl("apply", "-f", "-", input=json.dumps(doc))
     marker = request.node.get_closest_marker("operator_env")
-    env = dict(marker.kwargs) if marker else {}
+    env = {"MCOP_METRICS_PORT": str(free_port()), **(dict(marker.kwargs) if marker else {})}
     with running_operator(
-        str(cluster_with_crds.kubeconfig), namespace, tmp_path / "operator.log",
-        MCOP_METRICS_PORT="0", **env,
+        str(cluster_with_crds.kubeconfig), namespace, tmp_path / "operator.log", **env
     ) as op:
         yield JobsHarness(cluster_with_crds, namespace, op)

@@ -108,6 +108,15 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def metrics(self) -> str:
+        """What the operator's Prometheus endpoint serves now."""
+        import urllib.request
+
+        port = self.extra_env["MCOP_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+        return text
+
 
 @contextlib.contextmanager
 def running_operator(

@@ -75,6 +75,12 @@ def test_pool_size_changes_live_and_metrics_fill_the_status(jobs: JobsHarness, p
         lambda s: s.get("appliedAt") != applied or s["observedGeneration"] == 2,
         "the new generation applied",
     )
+    # The same figures on the operator's Prometheus endpoint.
+    labels = f'namespace="{jobs.namespace}",perftuning="default"'
+    exported = jobs.operator.metrics()
+    assert f"mcop_postgres_up{{{labels}}} 1.0" in exported
+    assert f"mcop_redis_up{{{labels}}} 1.0" in exported
+    assert f"mcop_postgres_pool_size{{{labels}}}" in exported
     table = jobs.kubectl("get", "perftunings").stdout.splitlines()[0].split()
     assert table == ["NAME", "PHASE", "HIT-RATE", "DB-CONNECTIONS", "RUNNING", "QUEUED", "AGE"]
 
