@@ -293,3 +293,54 @@ def test_redis_stopped_mid_job_still_finishes(
     expected = mcop_run_json(job_manifest("noredis", s), tmp_path, shards=2)
     for key in NUMBER_KEYS:
         assert final["result"][key] == expected[key], key
+
+
+def test_correlation_that_is_not_positive_definite_fails_with_invalid_spec(
+    jobs: JobsHarness,
+) -> None:
+    doc = yaml.safe_load((Path(__file__).parents[1] / "examples" / "basket.yaml").read_text())
+    # Symmetric, unit diagonal, entries in [-1, 1]: the CRD accepts it; Cholesky does not.
+    bad = [[1.0, 0.9, -0.9], [0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]]
+    s = spec(doc["spec"], paths=100_000)
+    s["model"]["correlation"] = bad
+    jobs.create_job("notpd", s)
+    status = jobs.wait_phase("notpd", "Failed", "Succeeded", timeout=30)
+    assert status["phase"] == "Failed"
+    cond = jobs.condition("notpd", "Failed")
+    assert cond and cond["reason"] == "InvalidSpec", cond
+    assert "spec.model.correlation" in cond["message"]
+    assert "positive-definite" in cond["message"]
+    assert jobs.get("job", "notpd-workers") is None
+
+
+def test_missing_secret_waits_with_a_clear_condition_then_runs(jobs: JobsHarness) -> None:
+    jobs.apply(
+        {
+            "apiVersion": "montecarlo.io/v1alpha1",
+            "kind": "PerfTuning",
+            "metadata": {"name": "later"},
+            "spec": {"redis": {"urlSecretRef": {"name": "redis-later", "key": "url"}}},
+        }
+    )
+    jobs.create_job("patient", spec(tuningRef="later", paths=100_000))
+    wait_for(
+        lambda: (c := jobs.condition("patient", "Admitted")) and c["reason"] == "SecretNotFound",
+        timeout=30,
+        what="SecretNotFound",
+    )
+    cond = jobs.condition("patient", "Admitted")
+    assert cond and "redis-later" in cond["message"] and "'url'" in cond["message"]
+    assert jobs.status("patient")["phase"] == "Pending"
+    redis_url = jobs.kubectl(
+        "get", "secret", "montecarlo-redis", "-o", "jsonpath={.data.url}"
+    ).stdout
+    jobs.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "redis-later"},
+            "data": {"url": redis_url},
+        }
+    )
+    final = jobs.wait_phase("patient", "Succeeded", "Failed", timeout=120)
+    assert final["phase"] == "Succeeded"
