@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 Condition = dict[str, Any]
@@ -14,7 +14,7 @@ def now_rfc3339() -> str:
 
 
 def set_condition(
-    conditions: Iterable[Mapping[str, Any]],
+    conditions: Sequence[Mapping[str, Any]],
     type_: str,
     status: bool,
     reason: str,
@@ -24,37 +24,21 @@ def set_condition(
 ) -> list[Condition]:
     """Return a new list with condition ``type_`` set; other conditions are kept as they are."""
     status_str = "True" if status else "False"
-    result: list[Condition] = []
-    found = False
-    for old in conditions:
-        if old.get("type") != type_:
-            result.append(dict(old))
-            continue
-        found = True
-        changed = old.get("status") != status_str
-        result.append(
-            {
-                "type": type_,
-                "status": status_str,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": (now or now_rfc3339())
-                if changed
-                else old.get("lastTransitionTime") or now or now_rfc3339(),
-            }
-        )
-    if not found:
-        result.append(
-            {
-                "type": type_,
-                "status": status_str,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now or now_rfc3339(),
-            }
-        )
+    result = [dict(c) for c in conditions if c.get("type") != type_]
+    old = get_condition(conditions, type_)
+    unchanged = old is not None and old.get("status") == status_str
+    since = old.get("lastTransitionTime") if unchanged and old is not None else None
+    new: Condition = {
+        "type": type_,
+        "status": status_str,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": since or now or now_rfc3339(),
+    }
+    # Keep the condition where it was, so a status diff shows what changed and nothing else.
+    position = next((i for i, c in enumerate(conditions) if c.get("type") == type_), len(result))
+    result.insert(position, new)
     return result
 
 

@@ -42,10 +42,6 @@ def _json(response: Any) -> dict[str, Any]:
     return data
 
 
-def _is(exc: BaseException, status: int) -> bool:
-    return isinstance(exc, ApiException) and exc.status == status
-
-
 class KubeApi:
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
         if api_client is None:
@@ -121,24 +117,24 @@ class KubeApi:
             self.batch.patch_namespaced_job, name, namespace, {"spec": {"suspend": suspend}}
         )
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def _delete(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Delete; an object already gone is what we wanted."""
         try:
-            await self._call(
-                self.batch.delete_namespaced_job,
-                name,
-                namespace,
-                body={"propagationPolicy": "Background"},
-            )
+            await self._call(fn, *args, **kwargs)
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
+    async def delete_job(self, namespace: str, name: str) -> None:
+        await self._delete(
+            self.batch.delete_namespaced_job,
+            name,
+            namespace,
+            body={"propagationPolicy": "Background"},
+        )
+
     async def delete_pod(self, namespace: str, name: str) -> None:
-        try:
-            await self._call(self.core.delete_namespaced_pod, name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._delete(self.core.delete_namespaced_pod, name, namespace)
 
     async def patch_job_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
