@@ -164,4 +164,4 @@ class KubeApi:
         )
 
 
-__all__ = ["KubeApi", "OwnedByAnother", "SecretProblem", "_is", "load_config"]
+__all__ = ["KubeApi", "OwnedByAnother", "SecretProblem", "load_config"]
