@@ -678,12 +678,13 @@ def uninstall_and_check_nothing_is_left(release: Release, job_namespaces: list[s
         timeout=60,
         what="no object labelled with the release",
     )
-    for ns in {release.namespace, *job_namespaces}:
-        cluster.wait_for(
-            lambda ns=ns: namespace_objects(cluster, ns) == sorted(CLEAN_NAMESPACE + USER_SECRETS),
-            timeout=60,
-            what=f"namespace {ns} back to what it held before the install",
-        )
+    expected = sorted(CLEAN_NAMESPACE + USER_SECRETS)
+    for ns in namespaces:
+
+        def back_as_before(ns: str = ns) -> bool:
+            return namespace_objects(cluster, ns) == expected
+
+        cluster.wait_for(back_as_before, timeout=60, what=f"namespace {ns} as before the install")
     assert not cluster.kubectl("get", "priorityclasses", "-o", "name").stdout.count("montecarlo")
     assert release.helm("list", "-q").stdout.strip() == ""
     # The CRDs stay, on purpose (deleting them deletes every job of the cluster).
