@@ -344,9 +344,10 @@ class _Step:
             "WorkersRunning",
             f"{summary.numbers.paths_done} of {summary.numbers.paths_total} paths simulated",
         )
-        if job_status.worker_job_finished_ok(worker) and not summary.complete_on_record:
+        if db_ok and job_status.worker_job_finished_ok(worker) and not summary.complete_on_record:
             # Every shard exited 0 but blocks are missing: the database lost writes, or the
-            # workers were stopped early. Relaunch; finished blocks are skipped.
+            # workers were stopped early. Relaunch; finished blocks are skipped. (While the
+            # operator cannot read PostgreSQL, nothing is known to be missing: wait.)
             self.warn_once(
                 "relaunch", "WorkersRelaunched", "workers ended with blocks missing; relaunching"
             )
