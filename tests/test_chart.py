@@ -5,6 +5,7 @@ real control plane of its own (fresh, so that Helm itself installs the CRDs and 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import urllib.request
@@ -371,7 +372,10 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClus
         plane.start()
         yield KubeCluster(plane)
     finally:
-        plane.cleanup()
+        if os.environ.get("MCOP_KEEP_CLUSTER_DIR"):  # logs and pod outputs, as kube_cluster does
+            plane.stop()
+        else:
+            plane.cleanup()
 
 
 def requests_of(cluster: KubeCluster, user: str) -> tuple[set[tuple[str, str]], list[str]]:
