@@ -9,6 +9,8 @@ Mapping (docs/perftuning.md has the long form):
                    when it is returned, and replaced when it is handed out (asyncpg only knows an
                    idle lifetime, not an age).
 - prePing       -> `SELECT 1` before a connection is handed out; a dead one is replaced.
+  A connection lost while handed out is reported as ConnectionDoesNotExistError (one of
+  CONNECTION_ERRORS), and one that cannot be reset when it is returned is dropped, not reported.
 - commandTimeoutSeconds -> asyncpg command_timeout (the default timeout of every statement).
 
 `reconfigure()` swaps in a pool with new settings: new acquisitions use it at once, connections
@@ -44,6 +46,15 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+# When PostgreSQL ends an idle session (fast shutdown, pg_terminate_backend, idle timeouts) it sends
+# a FATAL message, and the socket closes only when the backend has exited. asyncpg reads the message
+# in its idle state and is left out of step with the server, while the connection still looks open
+# until the close arrives: the next statement raises InternalClientError "cannot switch to state N;
+# another operation (2) is in progress" (asyncpg issue 1069), which is not an InterfaceError, and
+# asyncpg aborts the connection as it raises. The pool treats that error as an unusable connection.
+_OUT_OF_STEP = asyncpg.exceptions.InternalClientError
+_UNUSABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, _OUT_OF_STEP)
 
 _PING_TIMEOUT_SECONDS = 5.0
 
@@ -112,6 +123,13 @@ class PgPool:
         con = await self._checkout(live, timeout)
         try:
             yield con
+        except _OUT_OF_STEP as error:
+            if not _is_dead(con):
+                raise
+            # A lost connection, as CONNECTION_ERRORS say it, so callers' retries apply.
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                f"the server closed the connection ({error})"
+            ) from error
         finally:
             await self._checkin(live, con)
 
@@ -150,6 +168,11 @@ class PgPool:
         live.keeping += 1
         try:
             await live.pool.release(con)
+        except _UNUSABLE as error:
+            # The reset before reuse failed: the connection died after the borrower's last
+            # statement. asyncpg terminated it and frees its slot; the borrower's work is done.
+            log.info("PostgreSQL connection lost while being returned (%s); dropped it", error)
+            _terminate(con)
         finally:
             live.keeping -= 1
 
@@ -194,7 +217,7 @@ class PgPool:
         for pool in pools:
             try:
                 await asyncio.wait_for(pool.close(), timeout)
-            except CONNECTION_ERRORS:
+            except _UNUSABLE:
                 pool.terminate()
 
     # Conveniences for one-statement uses; each borrows a connection for the statement only.
@@ -228,7 +251,7 @@ async def _ping(con: PoolConnectionProxy) -> bool:
     try:
         await con.fetchval("SELECT 1", timeout=_PING_TIMEOUT_SECONDS)
         return True
-    except CONNECTION_ERRORS:
+    except _UNUSABLE:  # gone, or out of step with a server that said goodbye
         return False
 
 
@@ -251,7 +274,7 @@ async def _discard(con: PoolConnectionProxy) -> None:
         return
     try:
         await asyncio.wait_for(con.close(), _PING_TIMEOUT_SECONDS)
-    except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+    except (*_UNUSABLE, asyncpg.PostgresError):
         _terminate(con)
 
 
@@ -262,7 +285,7 @@ async def _retire(pool: asyncpg.Pool) -> None:
     except asyncio.CancelledError:
         pool.terminate()
         raise
-    except CONNECTION_ERRORS:
+    except _UNUSABLE:
         pool.terminate()
 
 
