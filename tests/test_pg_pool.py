@@ -7,13 +7,16 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
-from mcop_worker.pool import PgPool
+from mcop_worker.pool import CONNECTION_ERRORS, PgPool
 from mcop_worker.settings import PgPoolSettings
+from pg_relay import SlowCloseRelay
 
 pytestmark = pytest.mark.services
 T = TypeVar("T")
@@ -209,6 +212,83 @@ def test_without_pre_ping_a_killed_backend_surfaces_as_an_error(pg_dsn: str) -> 
         (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.AdminShutdownError)
     ):
         run(_after_backend_killed(pg_dsn, pre_ping=False))
+
+
+@dataclass
+class _AfterGoodbye:
+    """What a pool did when its backend's FATAL goodbye arrived a while before the close."""
+
+    value: Any  # what the step returned, or None when it raised
+    error: BaseException | None  # what the step raised
+    next_value: int  # a later statement, once the close has arrived
+    replaced_after_ping: int
+
+
+async def _after_goodbye_before_close(
+    pg_dsn: str, pre_ping: bool, while_checked_out: bool
+) -> _AfterGoodbye:
+    """End the pool's only backend with pg_terminate_backend through a relay that forwards its
+    FATAL message at once but the close 2 s later, then use the pool inside that window: to run a
+    statement (`while_checked_out=False`) or to return a connection taken before the goodbye."""
+    port = urlsplit(pg_dsn).port
+    assert port is not None
+    with SlowCloseRelay(port, close_delay=2.0) as relay:
+        settings = PgPoolSettings(pool_size=1, max_overflow=0, pre_ping=pre_ping)
+        pool = await PgPool.open(relay.dsn(pg_dsn), settings)
+
+        async def goodbye(pid: int) -> None:
+            await _terminate(pg_dsn, pid)  # waits until the backend has exited
+            await asyncio.to_thread(relay.wait_for_goodbyes, 1)
+            await asyncio.sleep(0.2)  # this loop reads the FATAL message; the close is held back
+
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            if while_checked_out:
+                try:
+                    async with pool.acquire() as con:
+                        await goodbye(con.get_server_pid())
+                        value = "returned"
+                except Exception as raised:  # the test reports what came out
+                    error = raised
+            else:
+                await goodbye(int(await pool.fetchval("SELECT pg_backend_pid()")))
+                try:
+                    value = await pool.fetchval("SELECT 42")
+                except Exception as raised:
+                    error = raised
+            next_value = int(await pool.fetchval("SELECT 43"))
+            return _AfterGoodbye(value, error, next_value, pool.stats().replaced_after_ping)
+        finally:
+            await pool.close()
+
+
+def test_pre_ping_replaces_a_connection_whose_goodbye_came_before_its_close(pg_dsn: str) -> None:
+    # asyncpg reads the FATAL while idle, is left out of step with the server, and raised
+    # InternalClientError "cannot switch to state 12" from the pre-ping (the worker's CI failure).
+    seen = run(_after_goodbye_before_close(pg_dsn, pre_ping=True, while_checked_out=False))
+    assert seen.error is None, f"{type(seen.error).__name__}: {seen.error}"
+    assert seen.value == 42
+    assert seen.replaced_after_ping == 1
+    assert seen.next_value == 43
+
+
+def test_without_pre_ping_a_goodbye_before_the_close_is_a_connection_error(pg_dsn: str) -> None:
+    # The statement cannot succeed, but it must fail as a lost connection (which the worker's
+    # retries and the operator's _db_call handle), not as asyncpg's InternalClientError.
+    seen = run(_after_goodbye_before_close(pg_dsn, pre_ping=False, while_checked_out=False))
+    assert isinstance(seen.error, asyncpg.exceptions.ConnectionDoesNotExistError), repr(seen.error)
+    assert isinstance(seen.error, CONNECTION_ERRORS)
+    assert seen.next_value == 43, "the pool replaced the lost connection"
+
+
+def test_returning_a_connection_whose_goodbye_came_before_its_close(pg_dsn: str) -> None:
+    # The work inside `acquire()` was done; the reset on return used to raise "cannot switch to
+    # state 15" out of the `async with`.
+    seen = run(_after_goodbye_before_close(pg_dsn, pre_ping=True, while_checked_out=True))
+    assert seen.error is None, f"{type(seen.error).__name__}: {seen.error}"
+    assert seen.value == "returned"
+    assert seen.next_value == 43
 
 
 def test_command_timeout_bounds_every_statement(pg_dsn: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from mcop_devcluster.services import PostgresServer, RedisServer
@@ -30,6 +31,7 @@ from mcop_worker.simulate import simulate_block
 from mcop_worker.spec import JobSpec, parse_spec
 from mcop_worker.spec_hash import spec_hash
 from mcop_worker.stats import BlockStats
+from pg_relay import SlowCloseRelay
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,6 +263,67 @@ def test_worker_rides_out_a_short_postgres_outage(
     assert during.heartbeat - before.heartbeat >= 1.5
     assert during.blocks_done == before.blocks_done
     assert during.state == "running"
+
+
+def wait_until_computing(pg_dsn: str, idle_for: float = 0.02, timeout: float = 60) -> None:
+    """Return once the worker's session has been idle for `idle_for` s: it is inside a block, so a
+    server goodbye now reaches an idle connection (not a statement in flight)."""
+
+    async def poll() -> bool:
+        con = await asyncpg.connect(pg_dsn)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if await con.fetchval(
+                    """SELECT count(*) > 0 FROM pg_stat_activity
+                       WHERE application_name = 'mcop-worker' AND datname = current_database()
+                         AND state = 'idle'
+                         AND clock_timestamp() - state_change > make_interval(secs => $1)""",
+                    idle_for,
+                ):
+                    return True
+                await asyncio.sleep(0.005)
+            return False
+        finally:
+            await con.close()
+
+    if not asyncio.run(poll()):
+        pytest.fail(f"the worker's PostgreSQL session was never idle for {idle_for} s")
+
+
+def test_worker_rides_out_an_outage_whose_goodbye_arrives_before_the_close(
+    pg_dsn: str, redis_url: str, postgres_server: PostgresServer
+) -> None:
+    # PostgreSQL's fast shutdown sends each session a FATAL message, and the socket closes when
+    # the backend exits. A worker that took its idle connection between the two exited 1 with
+    # asyncpg's InternalClientError "cannot switch to state 12" (seen once in CI). The relay holds
+    # that window open for 3 s; blocks of ~0.1 s let the server stop while the worker computes.
+    job = Job.new(manifest_spec({**SLOW_ASIAN, "steps": 10_000}, paths=1_000_000), shards=1)
+    limit = 25  # blocks: enough to span the outage, few enough to keep the test short
+
+    async def ask() -> None:
+        bus = ProgressBus(redis_url, RedisPoolSettings())
+        try:
+            assert await bus.request_stop(job.uid, block_limit=limit)
+        finally:
+            await bus.close()
+
+    asyncio.run(ask())
+    with SlowCloseRelay(postgres_server.port, close_delay=3.0) as relay:
+        worker = job.start(0, relay.dsn(pg_dsn), redis_url, MCOP_DB_RETRY_SECONDS="60")
+        try:
+            wait_for_blocks(pg_dsn, job.uid, 1)
+            wait_until_computing(pg_dsn)
+            postgres_server.stop()
+            relay.wait_for_goodbyes(1)
+            time.sleep(3.5)  # the worker meets the goodbye, then the close, then refusals
+        finally:
+            postgres_server.start()
+        code, output = finish(worker)
+    assert code == 0, output
+    assert [b for b, *_ in stored(pg_dsn, job.uid)] == list(range(limit))
+    assert "PostgreSQL unavailable" in output
+    assert "InternalClientError" not in output
 
 
 def test_sigterm_stops_promptly_and_a_retry_completes_the_shard(
