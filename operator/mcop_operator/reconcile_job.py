@@ -66,6 +66,7 @@ class JobReconciler:
         self.written: dict[str, Any] = {}
         self.last_progress_write = 0.0
         self.warned: set[str] = set()
+        self.relaunches = 0
         self._parsed: tuple[str, tuple[JobSpec, str]] | None = None
 
     def parse(self, body: Mapping[str, Any]) -> tuple[JobSpec, str]:
@@ -104,6 +105,8 @@ class JobReconciler:
 
 
 _MISSING = object()
+# Workers that keep ending "successfully" without storing their blocks are not retried forever.
+MAX_RELAUNCHES = 3
 _PROGRESS_KEYS = frozenset(
     {
         "progress",
@@ -355,6 +358,15 @@ class _Step:
             # Every shard exited 0 but blocks are missing: the database lost writes, or the
             # workers were stopped early. Relaunch; finished blocks are skipped. (While the
             # operator cannot read PostgreSQL, nothing is known to be missing: wait.)
+            o.relaunches += 1
+            missing = summary.numbers.paths_total - summary.numbers.paths_done
+            if o.relaunches > MAX_RELAUNCHES:
+                return self.fail(
+                    "WorkerFailed",
+                    f"the workers ended successfully {o.relaunches} times with {missing} paths "
+                    "still missing from the results database: check that workers and operator "
+                    "use the same PostgreSQL",
+                )
             self.warn_once(
                 "relaunch", "WorkersRelaunched", "workers ended with blocks missing; relaunching"
             )
