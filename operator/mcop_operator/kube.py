@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -63,9 +62,11 @@ class KubeApi:
         self.custom = kubernetes.client.CustomObjectsApi(self._client)
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        call = functools.partial(fn, *args, _preload_content=False, **kwargs)
-        response = await asyncio.get_running_loop().run_in_executor(self._threads, call)
-        return _json(response)
+        def call() -> dict[str, Any]:
+            # The body is read in the thread too: `.data` reads the socket (it blocked the loop).
+            return _json(fn(*args, _preload_content=False, **kwargs))
+
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def _get_or_none(self, fn: Any, *args: Any) -> dict[str, Any] | None:
         try:
