@@ -248,10 +248,16 @@ class MemorySampler(threading.Thread):
 
 
 # -- helpers --------------------------------------------------------------------------------------
+_operator: OperatorProcess | None = None  # set once started: every wait fails if it exits
+
+
 def wait_for(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        proc = _operator.proc if _operator is not None else None
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the operator exited ({proc.returncode}) while waiting for {what}")
         last = probe()
         if last:
             return last
@@ -277,6 +283,14 @@ def wait_phase(rest: RestClient, names: Sequence[str], phase: str, timeout: floa
         return counts.get(phase, 0) == len(names)
 
     wait_for(done, timeout, f"{len(names)} jobs {phase} ({dict(phases(rest, names))})", 1.0)
+
+
+def signal_pod_runner(control_plane: ControlPlane, signum: signal.Signals) -> None:
+    """SIGSTOP/SIGCONT the pod runner (the stand-in for the worker nodes' kubelets): paused, it
+    starts no worker process, so pods wait Pending and take none of the operator's CPU."""
+    runner = next(p for p in control_plane.processes if p.name == "pod-runner")
+    if runner.pid is not None and runner.running:
+        os.kill(runner.pid, signum)
 
 
 def nearest_rank(values: Sequence[float], q: float) -> float:
@@ -377,6 +391,8 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         )  # fmt: skip
         operator.start()
         assert operator.proc is not None
+        global _operator
+        _operator = operator
         sampler = MemorySampler(operator.proc.pid)
         sampler.start()
         # The PerfTuning's loop has run once: the operator knows maxConcurrentJobs.
@@ -395,6 +411,8 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         watcher.start()
         watcher.ready.wait(30)
         names = [f"a-{i:03d}" for i in range(args.jobs)]
+        if not args.pods_during_latency:
+            signal_pod_runner(control_plane, signal.SIGSTOP)
         say(f"applying {len(names)} MonteCarloJobs in one List")
         t0 = time.time()
         apply(cluster, job_list((name, tiny_spec(seed=i + 1)) for i, name in enumerate(names)))
@@ -405,6 +423,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         res.all_admitted_seconds = max(res.latency_from_apply)
         res.cpu[f"admitting {len(names)}"] = sampler.cpu_seconds() - cpu0
         say(f"all {len(names)} worker Jobs seen after {res.all_admitted_seconds:.2f}s")
+        signal_pod_runner(control_plane, signal.SIGCONT)
         writes = read_audit(audit_log)
         mcj_created, job_created = (
             created_at(writes, "montecarlojobs"), created_at(writes, "jobs"),
@@ -463,6 +482,8 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         raise
     finally:
         say("stopping everything")
+        with contextlib.suppress(OSError, StopIteration):
+            signal_pod_runner(control_plane, signal.SIGCONT)
         for thread in (watcher, sampler):
             if thread is not None:
                 thread.stop()
@@ -554,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="longest wait for a phase (%(default)s s)")  # fmt: skip
     parser.add_argument("--time-limit", type=int, default=1800,
                         help="stop everything after this many seconds (%(default)s)")  # fmt: skip
+    parser.add_argument("--pods-during-latency", action="store_true",
+                        help="let worker processes start while the latency is measured (default: "
+                        "the pod runner waits until every worker Job exists, as workers run on "
+                        "other nodes than the operator in a cluster)")  # fmt: skip
     parser.add_argument("--latency-only", action="store_true",
                         help="stop after the latency figures (no writes, no memory)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the folders (logs, audit log)")
