@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,9 @@ USER_AGENT = "mcop-operator"
 # has only CPU count + 4 threads: with 100 jobs applied at once their admission calls queued for
 # seconds behind each other, though each takes a fraction of a second.
 CONCURRENT_CALLS = 32
+# A PriorityClass seen this recently is taken as still there: 100 jobs applied at once asked the
+# API server 100 times in the same second. Absence is never remembered.
+PRIORITY_CLASS_SEEN_SECONDS = 10.0
 
 
 class SecretProblem(Exception):
@@ -56,6 +60,8 @@ class KubeApi:
             api_client.user_agent = USER_AGENT
         self._client = api_client
         self._threads = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-api")
+        self._priority_classes_seen: dict[str, float] = {}
+        self._priority_class_lock = asyncio.Lock()  # one question at a time; the rest hear it
         self.core = kubernetes.client.CoreV1Api(self._client)
         self.batch = kubernetes.client.BatchV1Api(self._client)
         self.scheduling = kubernetes.client.SchedulingV1Api(self._client)
@@ -78,7 +84,15 @@ class KubeApi:
 
     # -- reads ---------------------------------------------------------------------------------
     async def priority_class_exists(self, name: str) -> bool:
-        return await self._get_or_none(self.scheduling.read_priority_class, name) is not None
+        async with self._priority_class_lock:
+            seen = self._priority_classes_seen.get(name)
+            if seen is not None and time.monotonic() - seen < PRIORITY_CLASS_SEEN_SECONDS:
+                return True
+            found = await self._get_or_none(self.scheduling.read_priority_class, name)
+            if found is None:
+                return False
+            self._priority_classes_seen[name] = time.monotonic()
+            return True
 
     async def get_perftuning(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_or_none(

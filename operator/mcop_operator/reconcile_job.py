@@ -139,6 +139,7 @@ class _Step:
         self.status = status
         self.generation = generation
         self.transition = False
+        self.just_admitted = False  # admitted in this pass: its worker Job is not there yet
         self.status["observedGeneration"] = generation
         self.status.setdefault("conditions", [])
 
@@ -263,6 +264,7 @@ class _Step:
             o.admitted_here.discard(o.ref.uid)  # not admitted after all: the slot is free again
             raise
         o.written = dict(self.status)
+        self.just_admitted = True
         o.event("Normal", "Admitted", f"launching {self.spec.get('shards', 1)} shard(s)")
         return None
 
@@ -293,7 +295,9 @@ class _Step:
         if summary.final is not None:
             return await self.finish(services, summary, spec_hash)
 
-        worker = await o.kube.get_job(ns, worker_name)
+        # A job admitted a moment ago goes straight to the create (a 409 still finds an existing
+        # Job): one read less per job when many arrive at once.
+        worker = None if self.just_admitted else await o.kube.get_job(ns, worker_name)
         suspended = bool(self.spec.get("suspend", False))
         if worker is None:
             body = build_worker_job(
