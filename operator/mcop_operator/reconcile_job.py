@@ -265,7 +265,6 @@ class _Step:
             raise
         o.written = dict(self.status)
         self.just_admitted = True
-        o.event("Normal", "Admitted", f"launching {self.spec.get('shards', 1)} shard(s)")
         return None
 
     async def follow(
@@ -314,7 +313,11 @@ class _Step:
                 worker = await o.kube.ensure_job(body, o.ref.uid)
             except OwnedByAnother as exc:
                 return self.fail("WorkerJobConflict", str(exc))
-            o.event("Normal", "WorkersCreated", f"created Job {worker_name}")
+            o.event(
+                "Normal",
+                "WorkersCreated",
+                f"admitted; created Job {worker_name} with {self.spec.get('shards', 1)} shard(s)",
+            )
         elif bool((worker.get("spec") or {}).get("suspend")) != suspended:
             await o.kube.set_job_suspend(ns, worker_name, suspended)
         self.status["shards"] = job_status.shard_counts(worker, int(self.spec.get("shards", 1)))
