@@ -130,6 +130,8 @@ class Write:
 
     @property
     def kind(self) -> str:
+        if self.code >= 400:  # e.g. kopf's finalizer JSON patch losing a race to a status write
+            return f"refused ({self.code}, retried)"
         if self.resource == "montecarlojobs":
             return "status patches" if self.subresource == "status" else "finalizer/annotation"
         if self.resource == "events":
