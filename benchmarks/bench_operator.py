@@ -612,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--present", type=int, default=500, help="jobs present for the memory "
                         "figure (%(default)s)")  # fmt: skip
     parser.add_argument("--long-jobs", type=int, default=2, help="longer jobs (%(default)s)")
-    parser.add_argument("--long-paths", type=int, default=8_000_000,
+    parser.add_argument("--long-paths", type=int, default=24_000_000,
                         help="Asian paths of each longer job (%(default)s)")  # fmt: skip
     parser.add_argument("--settle", type=float, default=30.0,
                         help="seconds of sampling with all jobs present (%(default)s)")  # fmt: skip
