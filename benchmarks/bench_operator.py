@@ -20,9 +20,11 @@ The operator runs with its built-in intervals (reconcile 1 s, status 2 s, waitin
 pods are run by the pod runner on this machine's 2 cores; in a cluster they run on other nodes.
 Not a timed test: the figures depend on the machine and its load.
 
-Run: .venv/bin/python benchmarks/bench_operator.py [--jobs 100] [--present 500] [--keep]
-Everything it starts (servers, operator, worker processes) is stopped when it ends, also on
-Ctrl-C, SIGTERM or its own time limit (--time-limit, default 30 min).
+Run: .venv/bin/python benchmarks/bench_operator.py [--jobs 100] [--present 500] [--latency-only]
+[--keep] (about 2.5 minutes). Exit status 1 when a target is missed. Everything it starts
+(servers, operator, worker processes) is stopped when it ends, also on Ctrl-C, SIGTERM or its own
+time limit (--time-limit, default 30 min); if it is killed outright, the next devcluster session
+reaps them.
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ from typing import Any
 import psutil
 
 from mcop_devcluster.controlplane import ControlPlane
-from mcop_devcluster.processes import ProcessStartError, stop_servers_on_sigterm
+from mcop_devcluster.processes import (
+    REGISTRY_FILE,
+    ProcessStartError,
+    record,
+    stop_servers_on_sigterm,
+)
 from mcop_devcluster.project_resources import create_connection_secrets
 from mcop_devcluster.pytest_cluster import KubeCluster
 from mcop_devcluster.rest import ApiError, RestClient
@@ -428,6 +435,10 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         assert operator.proc is not None
         global _operator
         _operator = operator
+        # Recorded with the control plane's processes: if this script is killed outright, the
+        # next devcluster session reaps the operator with them.
+        with open(control_plane.base_dir / REGISTRY_FILE, "a") as registry:
+            registry.write(f"{record(operator.proc.pid)} mcop-operator\n")
         sampler = MemorySampler(operator.proc.pid)
         sampler.start()
         # The PerfTuning's loop has run once: the operator knows maxConcurrentJobs.
