@@ -80,15 +80,21 @@ class JobReconciler:
     # -- entry point ---------------------------------------------------------------------------
     async def step(self, body: Mapping[str, Any]) -> Outcome:
         spec: Mapping[str, Any] = body.get("spec") or {}
-        status: dict[str, Any] = dict(body.get("status") or {})
+        # This loop is the only writer of status, so what it wrote last is never older than the
+        # body kopf hands over (which can lag under load and would re-admit a job).
+        status: dict[str, Any] = {**(body.get("status") or {}), **self.written}
         generation = int((body.get("metadata") or {}).get("generation") or 1)
         if status.get("phase") in job_status.TERMINAL_PHASES:
+            self.admitted_here.discard(self.ref.uid)
             return Outcome(finished=True)
         ctx = _Step(self, body, spec, status, generation)
         try:
-            return await ctx.run()
+            outcome = await ctx.run()
         finally:
             await self._write(ctx)
+        if outcome.finished:
+            self.admitted_here.discard(self.ref.uid)
+        return outcome
 
     async def _write(self, ctx: _Step) -> None:
         """Write status when it changed: transitions at once, progress at a bounded rate."""
