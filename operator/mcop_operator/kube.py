@@ -161,32 +161,29 @@ class KubeApi:
     async def delete_pod(self, namespace: str, name: str) -> None:
         await self._delete(self.core.delete_namespaced_pod, name, namespace)
 
-    async def patch_job_status(
-        self, namespace: str, name: str, status: Mapping[str, Any]
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Merge-patch the MonteCarloJob's status subresource (the operator is its only writer)."""
+        """Merge-patch a resource's status subresource (the operator is its only writer)."""
         return await self._call(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
             namespace,
-            JOB_PLURAL,
+            plural,
             name,
             {"status": dict(status)},
         )
 
+    async def patch_job_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self.patch_status(JOB_PLURAL, namespace, name, status)
+
     async def patch_tuning_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return await self._call(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            TUNING_PLURAL,
-            name,
-            {"status": dict(status)},
-        )
+        return await self.patch_status(TUNING_PLURAL, namespace, name, status)
 
 
 __all__ = ["KubeApi", "OwnedByAnother", "SecretProblem", "load_config"]
