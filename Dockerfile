@@ -10,13 +10,14 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-# worker/mcop_worker/crds is a symlink to ../../crds: the wheel gets a copy of the CRDs.
+COPY pyproject.toml README.md constraints.txt ./
+# worker/mcop_worker/model/crds is a symlink to ../../../crds: the wheel gets a copy of the CRDs.
 COPY crds/ crds/
 COPY worker/ worker/
 COPY operator/ operator/
-COPY devcluster/ devcluster/
-RUN pip wheel --wheel-dir /wheels .
+# constraints.txt pins every dependency to the versions the test suite ran with, so two builds of
+# one commit carry the same numpy and numba (the numbers' bits depend on them).
+RUN pip wheel --constraint constraints.txt --wheel-dir /wheels .
 
 # --- final: the installed package, no compiler, no sources, a non-root numeric user -------------
 FROM ${PYTHON_IMAGE}

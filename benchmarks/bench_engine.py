@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from mcop_worker.blocks import block_generator, plan_blocks, shard_blocks
-from mcop_worker.kernels import fill_normals
-from mcop_worker.simulate import simulate_block
-from mcop_worker.spec import JobSpec, parse_spec
+from mcop_worker.engine.blocks import block_generator, plan_blocks, shard_blocks
+from mcop_worker.engine.kernels import fill_normals
+from mcop_worker.engine.simulate import simulate_block
+from mcop_worker.model.spec import JobSpec, parse_spec
 
 S0, K, R, VOL, T = 100.0, 100.0, 0.05, 0.2, 1.0
 STEPS = 252

@@ -1,4 +1,4 @@
-"""Good and bad manifests as data, shared by the pure validation tests (mcop_worker.validation) and
+"""Good and bad manifests as data, shared by the pure validation tests (model.validation) and
 the tests that apply them to the real API server: both must refuse every bad one at the same field
 with the same reason.
 

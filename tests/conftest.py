@@ -23,7 +23,11 @@ def cluster_with_crds(kube_cluster: Any) -> Any:
 
 @pytest.fixture
 def jobs(
-    cluster_with_crds: Any, namespace: str, pg_dsn: str, redis_url: str, tmp_path: Path,
+    cluster_with_crds: Any,
+    namespace: str,
+    pg_dsn: str,
+    redis_url: str,
+    tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[JobsHarness]:
     """A namespace ready for MonteCarloJobs: Secrets for the built-in PerfTuning defaults and an

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mcop_worker.aggregate import Estimate, aggregate
-from mcop_worker.blocks import plan_blocks
-from mcop_worker.simulate import simulate_block
-from mcop_worker.spec import JobSpec, parse_spec
-from mcop_worker.stats import BlockStats, Moments
+from mcop_worker.engine.aggregate import Estimate, aggregate
+from mcop_worker.engine.blocks import plan_blocks
+from mcop_worker.engine.simulate import simulate_block
+from mcop_worker.engine.stats import BlockStats, Moments
+from mcop_worker.model.spec import JobSpec, parse_spec
 
 SPOT, RATE, VOL = 100.0, 0.05, 0.2
 

@@ -200,7 +200,10 @@ def mcop_run_json(manifest: dict[str, Any], tmp_path: Path, shards: int = 1) -> 
     mcop = str(Path(sys.executable).parent / "mcop")
     out = subprocess.run(
         [mcop, "run", str(path), "--json", "--shards", str(shards)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     doc: dict[str, Any] = json.loads(out.stdout)

@@ -21,7 +21,7 @@ from bad_manifests import (
     BadCase,
     changed,
 )
-from mcop_worker import validation
+from mcop_worker.model import validation
 
 pytestmark = pytest.mark.cluster
 

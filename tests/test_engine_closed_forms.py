@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mcop_worker import closed_forms as cf
-from mcop_worker.kernels import fexp_array
+from mcop_worker.engine import closed_forms as cf
+from mcop_worker.engine.kernels import fexp_array
 
 
 def test_black_scholes_textbook_values_and_parity() -> None:

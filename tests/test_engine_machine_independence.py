@@ -19,8 +19,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def _run(manifest: Path, env: dict[str, str]) -> dict[str, object]:
     mcop = str(Path(sys.executable).parent / "mcop")
     out = subprocess.run(
-        [mcop, "run", str(manifest), "--json"], capture_output=True, text=True, env=env,
-        timeout=300, check=False,
+        [mcop, "run", str(manifest), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     result: dict[str, object] = json.loads(out.stdout)

@@ -20,10 +20,10 @@ from engine_helpers import (
     single_asset,
     within,
 )
-from mcop_worker import closed_forms as cf
-from mcop_worker import simulate
-from mcop_worker.aggregate import aggregate
-from mcop_worker.spec import parse_spec
+from mcop_worker.engine import closed_forms as cf
+from mcop_worker.engine import simulate
+from mcop_worker.engine.aggregate import aggregate
+from mcop_worker.model.spec import parse_spec
 
 VR = [(False, False), (True, False), (False, True), (True, True)]
 

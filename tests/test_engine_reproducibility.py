@@ -11,26 +11,26 @@ import numpy as np
 import pytest
 
 from engine_helpers import asian, european, multi_asset, single_asset
-from mcop_worker.aggregate import (
+from mcop_worker.engine.aggregate import (
     MIN_BLOCKS_TO_STOP,
     JobAggregator,
     aggregate,
     final_result,
     summarize,
 )
-from mcop_worker.blocks import (
+from mcop_worker.engine.blocks import (
     ENGINE_VERSION,
     block_generator,
     plan_blocks,
     shard_blocks,
 )
-from mcop_worker.errors import InvalidSpec, ManifestError
-from mcop_worker.kernels import fill_normals
-from mcop_worker.local_runner import run_job
-from mcop_worker.simulate import simulate_block
-from mcop_worker.spec import JobSpec, parse_spec
-from mcop_worker.spec_hash import canonical_spec, spec_hash
-from mcop_worker.stats import STATS_VERSION, BlockStats, Moments
+from mcop_worker.engine.kernels import fill_normals
+from mcop_worker.engine.simulate import simulate_block
+from mcop_worker.engine.stats import STATS_VERSION, BlockStats, Moments
+from mcop_worker.model.errors import InvalidSpec, ManifestError
+from mcop_worker.model.spec import JobSpec, parse_spec
+from mcop_worker.model.spec_hash import canonical_spec, spec_hash
+from mcop_worker.programs.local_runner import run_job
 
 SHARD_COUNTS = [1, 2, 3, 7, 64]
 

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from engine_helpers import RATE, SPOT, VOL, asian, european, run, single_asset
-from mcop_worker import closed_forms as cf
+from mcop_worker.engine import closed_forms as cf
 
 TRUE_CALL = cf.black_scholes(SPOT, 100.0, RATE, 0.0, VOL, 1.0, "call")
 SEEDS = range(1000)

@@ -198,6 +198,7 @@ def test_build_context_holds_what_the_build_copies_and_nothing_else() -> None:
         assert not ignored(path, patterns), path
     for path in (".git/config", ".venv/bin/python", "tests/test_chart.py", "charts/x",
                  "worker/mcop_worker/__pycache__/cli.cpython-311.pyc", "devcluster/go/k8s/go.mod",
+                 "devcluster/mcop_devcluster/podrunner.py",
                  "benchmarks/bench_engine.py", "docs/rbac.md"):  # fmt: skip
         assert ignored(path, patterns), f"{path} would be in the build context"
 
@@ -216,9 +217,10 @@ def test_builder_stage_wheel_has_the_entrypoint_and_the_crds(tmp_path: Path) -> 
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "mcop = mcop_worker.cli:main" in archive.read(entry_points).decode()
         for crd in (ROOT / "crds").glob("*.yaml"):
-            assert f"mcop_worker/crds/{crd.name}" in names
-            assert archive.read(f"mcop_worker/crds/{crd.name}") == crd.read_bytes()
-        assert "mcop_operator/main.py" in names and "mcop_worker/worker_main.py" in names
+            assert f"mcop_worker/model/crds/{crd.name}" in names
+            assert archive.read(f"mcop_worker/model/crds/{crd.name}") == crd.read_bytes()
+        assert "mcop_operator/main.py" in names and "mcop_worker/programs/worker_main.py" in names
+        assert not any(n.startswith("mcop_devcluster/") for n in names), "the test harness"
 
 
 # -- the commands the chart and the operator run --------------------------------------------------

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from mcop_worker.pool import CONNECTION_ERRORS, PgPool
-from mcop_worker.settings import PgPoolSettings
+from mcop_worker.storage.pool import CONNECTION_ERRORS, PgPool
+from mcop_worker.storage.settings import PgPoolSettings
 from pg_relay import SlowCloseRelay
 
 pytestmark = pytest.mark.services

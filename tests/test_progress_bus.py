@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from mcop_devcluster.services import RedisServer
-from mcop_worker.progress_bus import ProgressBus, ShardProgress, progress_key, stop_key
-from mcop_worker.settings import RedisPoolSettings
+from mcop_operator.storage.redis_bus import OperatorBus
+from mcop_worker.storage.progress_bus import ShardProgress, progress_key, stop_key
+from mcop_worker.storage.settings import RedisPoolSettings
 
 pytestmark = pytest.mark.services
 T = TypeVar("T")
@@ -25,10 +26,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def with_bus(
-    url: str, body: Callable[[ProgressBus], Awaitable[T]], settings: RedisPoolSettings | None = None
+    url: str, body: Callable[[OperatorBus], Awaitable[T]], settings: RedisPoolSettings | None = None
 ) -> T:
     async def scenario() -> T:
-        bus = ProgressBus(url, settings or RedisPoolSettings(), client_name="mcop-test")
+        bus = OperatorBus(url, settings or RedisPoolSettings(), client_name="mcop-test")
         try:
             return await body(bus)
         finally:
@@ -41,7 +42,7 @@ def test_progress_is_a_hash_per_job_with_a_field_per_shard_and_a_ttl(redis_url: 
     uid = str(uuid.uuid4())
     now = time.time()
 
-    async def body(bus: ProgressBus) -> dict[int, ShardProgress]:
+    async def body(bus: OperatorBus) -> dict[int, ShardProgress]:
         assert await bus.read_progress(uid) == {}
         await bus.publish_progress(uid, 0, ShardProgress(1, 4, 1000, now))
         await bus.publish_progress(uid, 1, ShardProgress(2, 4, 2000, now, "running"))
@@ -65,7 +66,7 @@ def test_progress_is_a_hash_per_job_with_a_field_per_shard_and_a_ttl(redis_url: 
 def test_stop_requests_keep_the_lowest_block_limit(redis_url: str) -> None:
     uid = str(uuid.uuid4())
 
-    async def body(bus: ProgressBus) -> list[int | None]:
+    async def body(bus: OperatorBus) -> list[int | None]:
         seen = [await bus.stop_requested(uid)]
         await bus.request_stop(uid, block_limit=40)
         seen.append(await bus.stop_requested(uid))
@@ -86,7 +87,7 @@ def test_stop_requests_keep_the_lowest_block_limit(redis_url: str) -> None:
 
 
 def test_result_cache_counts_hits_and_misses_and_expires(redis_url: str) -> None:
-    async def body(bus: ProgressBus) -> tuple[Any, ...]:
+    async def body(bus: OperatorBus) -> tuple[Any, ...]:
         miss = await bus.cached_result("sha256:abc")
         await bus.cache_result("sha256:abc", '{"estimate": 1.5}', ttl_seconds=1)
         hit = await bus.cached_result("sha256:abc")
@@ -103,7 +104,7 @@ def test_result_cache_counts_hits_and_misses_and_expires(redis_url: str) -> None
 
 
 def test_server_metrics(redis_url: str) -> None:
-    async def body(bus: ProgressBus) -> Any:
+    async def body(bus: OperatorBus) -> Any:
         await bus.cache_result("h1", "{}", 60)
         await bus.cache_result("h2", "{}", 60)
         await bus.cached_result("h1")
@@ -132,7 +133,7 @@ def test_max_connections_bounds_what_the_server_sees_and_reconfigure_changes_it(
 ) -> None:
     name = f"mcop-pool-{uuid.uuid4().hex[:6]}"
 
-    async def peak_during_load(bus: ProgressBus) -> int:
+    async def peak_during_load(bus: OperatorBus) -> int:
         async def one(i: int) -> None:
             # BLPOP holds its connection for 0.3 s, so concurrent calls need separate connections.
             await bus._call("load", lambda r: r.blpop([f"empty-{i}"], timeout=0.3), None)
@@ -146,7 +147,7 @@ def test_max_connections_bounds_what_the_server_sees_and_reconfigure_changes_it(
         return peak
 
     async def scenario() -> tuple[int, int, int]:
-        bus = ProgressBus(redis_url, RedisPoolSettings(max_connections=3), client_name=name)
+        bus = OperatorBus(redis_url, RedisPoolSettings(max_connections=3), client_name=name)
         try:
             small = await peak_during_load(bus)
             await bus.reconfigure(RedisPoolSettings(max_connections=8))
@@ -166,10 +167,10 @@ def test_redis_down_is_tolerated_logged_once_and_recovered(
     redis_server: RedisServer, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     uid = str(uuid.uuid4())
-    caplog.set_level(logging.INFO, logger="mcop_worker.progress_bus")
+    caplog.set_level(logging.INFO, logger="mcop_worker.storage.progress_bus")
 
     async def scenario() -> dict[str, Any]:
-        bus = ProgressBus(
+        bus = OperatorBus(
             redis_url, RedisPoolSettings(socket_timeout_seconds=1), retry_after_seconds=0.2
         )
         out: dict[str, Any] = {}
@@ -213,11 +214,11 @@ def test_redis_down_is_tolerated_logged_once_and_recovered(
 
 
 def test_redis_password_never_reaches_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="mcop_worker.progress_bus")
+    caplog.set_level(logging.INFO, logger="mcop_worker.storage.progress_bus")
     url = "redis://:hunter2-secret@127.0.0.1:1/0"
 
     async def scenario() -> bool:
-        bus = ProgressBus(url, RedisPoolSettings(socket_timeout_seconds=1))
+        bus = OperatorBus(url, RedisPoolSettings(socket_timeout_seconds=1))
         try:
             return await bus.publish_progress("u", 0, ShardProgress(0, 1, 0, time.time()))
         finally:

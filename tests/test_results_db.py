@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mcop_worker import db_metrics, results_db
-from mcop_worker.pool import PgPool
-from mcop_worker.settings import PgPoolSettings
+from mcop_operator.storage import db_metrics, jobs_db
+from mcop_worker.storage import results_db
+from mcop_worker.storage.pool import PgPool
+from mcop_worker.storage.settings import PgPoolSettings
 
 pytestmark = pytest.mark.services
 T = TypeVar("T")
@@ -109,7 +110,7 @@ def test_block_statistics_come_back_byte_for_byte(pg_dsn: str) -> None:
 
     async def body(pool: PgPool) -> str:
         await results_db.insert_block(pool, "u", "h", 0, text, shard=0)
-        return (await results_db.blocks_since(pool, "u", "h", 0))[0][2]
+        return (await jobs_db.blocks_since(pool, "u", "h", 0))[0][2]
 
     assert with_db(pg_dsn, body) == text
 
@@ -126,7 +127,7 @@ def test_blocks_are_keyed_by_job_and_spec_hash(pg_dsn: str) -> None:
         a1 = await results_db.done_blocks(pool, "a", "h1")
         a2 = await results_db.done_blocks(pool, "a", "h2")
         b1 = await results_db.done_blocks(pool, "b", "h1")
-        deleted = await results_db.delete_job_blocks(pool, "a")
+        deleted = await jobs_db.delete_job_blocks(pool, "a")
         return a1, a2, b1, deleted, await results_db.done_blocks(pool, "b", "h1")
 
     a1, a2, b1, deleted, b_after = with_db(pg_dsn, body)
@@ -139,12 +140,12 @@ def test_blocks_since_reads_incrementally(pg_dsn: str) -> None:
     async def body(pool: PgPool) -> tuple[list[int], list[int], list[int], str]:
         for b in (2, 0, 1):
             await results_db.insert_block(pool, "u", "h", b, json.dumps({"b": b}), shard=b % 2)
-        first = await results_db.blocks_since(pool, "u", "h", 0)
+        first = await jobs_db.blocks_since(pool, "u", "h", 0)
         cursor = first[-1][0]
         await results_db.insert_block(pool, "u", "h", 1, "{}", shard=1)  # a retry: no new row
         await results_db.insert_block(pool, "u", "h", 3, json.dumps({"b": 3}), shard=1)
-        second = await results_db.blocks_since(pool, "u", "h", cursor)
-        third = await results_db.blocks_since(pool, "u", "h", second[-1][0])
+        second = await jobs_db.blocks_since(pool, "u", "h", cursor)
+        third = await jobs_db.blocks_since(pool, "u", "h", second[-1][0])
         return (
             [b for _, b, _ in first],
             [b for _, b, _ in second],
@@ -179,7 +180,7 @@ def test_incremental_reads_never_miss_a_block_under_concurrent_writers(pg_dsn: s
             cursor, reads = 0, 0
             while True:
                 finished = writers.done()
-                rows = await results_db.blocks_since(pool, "u", "h", cursor)
+                rows = await jobs_db.blocks_since(pool, "u", "h", cursor)
                 reads += 1
                 if rows:
                     cursor = rows[-1][0]
@@ -200,53 +201,47 @@ def test_incremental_reads_never_miss_a_block_under_concurrent_writers(pg_dsn: s
 def test_jobs_and_results(pg_dsn: str) -> None:
     async def body(pool: PgPool) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        user = await results_db.ensure_user(pool, "quant@example.com")
-        out["same_user"] = await results_db.ensure_user(pool, "quant@example.com") == user
         spec = {"paths": 1000, "seed": 1}
-        await results_db.upsert_job(
-            pool, uid="u1", namespace="ns", name="j", status="Running", spec_hash="h", spec=spec,
-            user_id=user,
-        )  # fmt: skip
-        out["none_yet"] = await results_db.get_result(pool, "u1")
+        await jobs_db.upsert_job(
+            pool, uid="u1", namespace="ns", name="j", status="Running", spec_hash="h", spec=spec
+        )
+        out["none_yet"] = await jobs_db.get_result(pool, "u1")
         result = {"estimate": 10.450583572185565, "stdErr": 0.01, "paths": 1000}
-        await results_db.store_result(pool, "u1", result)
-        out["result"] = await results_db.get_result(pool, "u1")
-        out["by_hash"] = await results_db.result_for_spec_hash(pool, "h")
-        out["other_hash"] = await results_db.result_for_spec_hash(pool, "other")
-        row = await pool.fetchrow("SELECT status, user_id, completed_at, spec FROM jobs")
+        await jobs_db.store_result(pool, "u1", result)
+        out["result"] = await jobs_db.get_result(pool, "u1")
+        out["by_hash"] = await jobs_db.result_for_spec_hash(pool, "h")
+        out["other_hash"] = await jobs_db.result_for_spec_hash(pool, "other")
+        row = await pool.fetchrow("SELECT status, completed_at, spec FROM jobs")
         assert row is not None
-        out["row"] = (row["status"], row["user_id"] == user, row["completed_at"] is not None)
+        out["row"] = (row["status"], row["completed_at"] is not None)
         out["spec"] = json.loads(row["spec"])
-        # An update keeps the row (uid unique) and the user.
-        await results_db.upsert_job(
+        # An update keeps the row (uid unique).
+        await jobs_db.upsert_job(
             pool, uid="u1", namespace="ns", name="j", status="Succeeded", spec_hash="h", spec=spec
         )
         out["rows"] = await pool.fetchval("SELECT count(*) FROM jobs")
-        out["user_kept"] = await pool.fetchval("SELECT user_id FROM jobs") == user
-        out["status_set"] = await results_db.set_job_status(pool, "u1", "Failed")
-        out["status_unknown"] = await results_db.set_job_status(pool, "nope", "Failed")
+        out["status_set"] = await jobs_db.set_job_status(pool, "u1", "Failed")
+        out["status_unknown"] = await jobs_db.set_job_status(pool, "nope", "Failed")
         with pytest.raises(LookupError, match="upsert_job"):
-            await results_db.store_result(pool, "missing", result)
+            await jobs_db.store_result(pool, "missing", result)
         return out
 
     out = with_db(pg_dsn, body)
-    assert out["same_user"]
     assert out["none_yet"] is None
     assert out["result"] == {"estimate": 10.450583572185565, "stdErr": 0.01, "paths": 1000}
     assert out["by_hash"] == out["result"]
     assert out["other_hash"] is None
-    assert out["row"] == ("Succeeded", True, True)
+    assert out["row"] == ("Succeeded", True)
     assert out["spec"] == {"paths": 1000, "seed": 1}
     assert out["rows"] == 1
-    assert out["user_kept"]
     assert (out["status_set"], out["status_unknown"]) == (True, False)
 
 
 def test_recommended_indexes_are_created_and_unused_ones_reported(pg_dsn: str) -> None:
     async def body(pool: PgPool) -> dict[str, Any]:
-        out: dict[str, Any] = {"created": await results_db.ensure_indexes(pool)}
-        out["again"] = await results_db.ensure_indexes(pool)
-        await results_db.upsert_job(
+        out: dict[str, Any] = {"created": await jobs_db.ensure_indexes(pool)}
+        out["again"] = await jobs_db.ensure_indexes(pool)
+        await jobs_db.upsert_job(
             pool, uid="u", namespace="n", name="j", status="Running", spec_hash="h", spec={}
         )
         # Tiny tables are scanned sequentially; forbid that so the planner uses ix_jobs_status.
@@ -267,13 +262,13 @@ def test_recommended_indexes_are_created_and_unused_ones_reported(pg_dsn: str) -
         return out
 
     out = with_db(pg_dsn, body)
-    assert sorted(out["created"]) == sorted(results_db.RECOMMENDED_INDEXES)
+    assert sorted(out["created"]) == sorted(jobs_db.RECOMMENDED_INDEXES)
     assert out["again"] == []
     assert out["plan_uses_index"]
     assert out["counted"], "the scan of ix_jobs_status shows in pg_stat_user_indexes"
     usage: db_metrics.IndexUsage = out["usage"]
     names = {i.name for i in usage.indexes}
-    assert set(results_db.RECOMMENDED_INDEXES) <= names
+    assert set(jobs_db.RECOMMENDED_INDEXES) <= names
     assert "ix_users_email" in usage.unused
     assert "ix_jobs_status" not in usage.unused
     assert "jobs_pkey" not in usage.unused, "constraint indexes are needed even when unscanned"

@@ -1,4 +1,5 @@
-"""mcop_worker.validation against the CRDs in crds/: defaults, schema, CEL rules (pure tests)."""
+"""mcop_worker.model.validation against the CRDs in crds/: defaults, schema, CEL rules (pure
+tests)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ from bad_manifests import (
     BadCase,
     changed,
 )
-from mcop_worker import validation
-from mcop_worker.errors import ManifestError
-from mcop_worker.validation import (
+from mcop_worker.model import validation
+from mcop_worker.model.errors import ManifestError
+from mcop_worker.model.validation import (
     InvalidManifest,
     manifest_errors,
     validate_manifest,
@@ -415,7 +416,7 @@ def test_the_wheel_ships_the_crd_files(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("montecarlo_operator-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         for name in ("montecarlojob.yaml", "perftuning.yaml"):
-            shipped = archive.read(f"mcop_worker/crds/{name}")
+            shipped = archive.read(f"mcop_worker/model/crds/{name}")
             assert shipped == (ROOT / "crds" / name).read_bytes()
 
 
@@ -476,7 +477,7 @@ def test_status_errors_name_the_fields_the_api_server_would_drop() -> None:
 
 @pytest.mark.parametrize("doc", GOOD_JOBS, ids=lambda d: d["metadata"]["name"])
 def test_the_engine_accepts_every_good_job(doc: dict[str, Any]) -> None:
-    from mcop_worker.spec import parse_spec
+    from mcop_worker.model.spec import parse_spec
 
     spec = parse_spec(validate_manifest(doc)["spec"])
     assert spec.instrument.type == doc["spec"]["instrument"]["type"]

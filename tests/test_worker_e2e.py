@@ -21,16 +21,18 @@ import asyncpg
 import pytest
 
 from mcop_devcluster.services import PostgresServer, RedisServer
-from mcop_worker import results_db, validation
-from mcop_worker.aggregate import aggregate
-from mcop_worker.blocks import plan_blocks
-from mcop_worker.pool import PgPool
-from mcop_worker.progress_bus import ProgressBus, ShardProgress
-from mcop_worker.settings import PgPoolSettings, RedisPoolSettings
-from mcop_worker.simulate import simulate_block
-from mcop_worker.spec import JobSpec, parse_spec
-from mcop_worker.spec_hash import spec_hash
-from mcop_worker.stats import BlockStats
+from mcop_operator.storage.redis_bus import OperatorBus
+from mcop_worker.engine.aggregate import aggregate
+from mcop_worker.engine.blocks import plan_blocks
+from mcop_worker.engine.simulate import simulate_block
+from mcop_worker.engine.stats import BlockStats
+from mcop_worker.model import validation
+from mcop_worker.model.spec import JobSpec, parse_spec
+from mcop_worker.model.spec_hash import spec_hash
+from mcop_worker.storage import results_db
+from mcop_worker.storage.pool import PgPool
+from mcop_worker.storage.progress_bus import ShardProgress
+from mcop_worker.storage.settings import PgPoolSettings, RedisPoolSettings
 from pg_relay import SlowCloseRelay
 
 pytestmark = pytest.mark.services
@@ -142,7 +144,7 @@ def stored(pg_dsn: str, uid: str) -> list[tuple[int, int, int, str]]:
 
 def progress(redis_url: str, uid: str) -> dict[int, ShardProgress]:
     async def read() -> dict[int, ShardProgress]:
-        bus = ProgressBus(redis_url, RedisPoolSettings())
+        bus = OperatorBus(redis_url, RedisPoolSettings())
         try:
             return await bus.read_progress(uid)
         finally:
@@ -302,7 +304,7 @@ def test_worker_rides_out_an_outage_whose_goodbye_arrives_before_the_close(
     limit = 25  # blocks: enough to span the outage, few enough to keep the test short
 
     async def ask() -> None:
-        bus = ProgressBus(redis_url, RedisPoolSettings())
+        bus = OperatorBus(redis_url, RedisPoolSettings())
         try:
             assert await bus.request_stop(job.uid, block_limit=limit)
         finally:
@@ -350,7 +352,7 @@ def test_stop_request_limits_the_blocks_computed(pg_dsn: str, redis_url: str) ->
     job = Job.new(manifest_spec(EUROPEAN, paths=120_000), shards=2)
 
     async def ask() -> None:
-        bus = ProgressBus(redis_url, RedisPoolSettings())
+        bus = OperatorBus(redis_url, RedisPoolSettings())
         try:
             assert await bus.request_stop(job.uid, block_limit=10)
         finally:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mcop_worker.settings import (
+from mcop_worker.storage.settings import (
     PgPoolSettings,
     RedisPoolSettings,
     SettingsError,

@@ -14,13 +14,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from mcop_worker import progress_bus, results_db
-from mcop_worker.pool import PgPool
-from mcop_worker.settings import redact
+from mcop_worker.storage import results_db
+from mcop_worker.storage.pool import PgPool
+from mcop_worker.storage.settings import redact
 
 from . import numbers
 from .builders import JobRef
 from .kube import KubeApi
+from .storage import jobs_db
+from .storage.redis_bus import OperatorBus
 from .tuning import Tuning, tuning_from_spec
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ class Services:
         self.tuning = tuning
         self._kube = kube
         self.pg: PgPool | None = None
-        self.bus: progress_bus.ProgressBus | None = None
+        self.bus: OperatorBus | None = None
         self._dsn: str | None = None
         self._redis_url: str | None = None
         self._secrets_read_at = 0.0
@@ -99,7 +101,7 @@ class Services:
                     )
                     await results_db.migrate(pool)
                     if self.tuning.postgres.ensure_indexes:
-                        await results_db.ensure_indexes(pool)
+                        await jobs_db.ensure_indexes(pool)
                     self.pg = pool
                 except _db_errors() as exc:
                     self._pg_failed_at = time.monotonic()
@@ -107,12 +109,10 @@ class Services:
                     return None
         return self.pg
 
-    def redis(self) -> progress_bus.ProgressBus:
+    def redis(self) -> OperatorBus:
         if self.bus is None:
             assert self._redis_url is not None
-            self.bus = progress_bus.ProgressBus(
-                self._redis_url, self.tuning.redis.pool, client_name=APP_NAME
-            )
+            self.bus = OperatorBus(self._redis_url, self.tuning.redis.pool, client_name=APP_NAME)
         return self.bus
 
     async def close(self) -> None:
@@ -145,7 +145,7 @@ class Services:
         if self._recorded.get(ref.uid) == status and result is None:
             return True
         ok, _ = await self._db_call(
-            results_db.upsert_job,
+            jobs_db.upsert_job,
             uid=ref.uid,
             namespace=ref.namespace,
             name=ref.name,
@@ -154,7 +154,7 @@ class Services:
             spec=dict(spec),
         )
         if ok and result is not None:
-            ok, _ = await self._db_call(results_db.store_result, ref.uid, result, status=status)
+            ok, _ = await self._db_call(jobs_db.store_result, ref.uid, result, status=status)
         if ok:
             self._recorded[ref.uid] = status
         return ok
@@ -167,7 +167,7 @@ class Services:
     async def pull_blocks(self, uid: str, aggregator: numbers.Aggregator) -> bool:
         """Feed the blocks stored since the last call into the aggregator."""
         ok, rows = await self._db_call(
-            results_db.blocks_since, uid, aggregator.spec_hash, aggregator.last_seq
+            jobs_db.blocks_since, uid, aggregator.spec_hash, aggregator.last_seq
         )
         if ok:
             for seq, index, stats_json in rows:
@@ -194,7 +194,7 @@ class Services:
         return bus.available, reports
 
     async def forget_job(self, uid: str) -> None:
-        ok, _ = await self._db_call(results_db.delete_job_blocks, uid)
+        ok, _ = await self._db_call(jobs_db.delete_job_blocks, uid)
         if not ok:
             raise RuntimeError("PostgreSQL unavailable: the job's blocks are deleted on retry")
         await self.redis().clear_progress(uid)

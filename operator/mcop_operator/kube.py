@@ -94,11 +94,6 @@ class KubeApi:
             self._priority_classes_seen[name] = time.monotonic()
             return True
 
-    async def get_perftuning(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get_or_none(
-            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, TUNING_PLURAL, name
-        )
-
     async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         secret = await self._get_or_none(self.core.read_namespaced_secret, name, namespace)
         if secret is None:

@@ -10,12 +10,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from mcop_worker import validation
-from mcop_worker.aggregate import CI_LEVEL, Estimate, JobAggregator
-from mcop_worker.blocks import plan_blocks
-from mcop_worker.spec import JobSpec, parse_spec
-from mcop_worker.spec_hash import spec_hash
-from mcop_worker.stats import BlockStats
+from mcop_worker.engine.aggregate import CI_LEVEL, Estimate, JobAggregator
+from mcop_worker.engine.blocks import plan_blocks
+from mcop_worker.engine.stats import BlockStats
+from mcop_worker.model import validation
+from mcop_worker.model.spec import JobSpec, parse_spec
+from mcop_worker.model.spec_hash import spec_hash
 
 from .job_status import RunningNumbers
 from .naming import JOB_KIND

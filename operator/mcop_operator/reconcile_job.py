@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mcop_worker.errors import ManifestError
-from mcop_worker.spec import JobSpec
+from mcop_worker.model.errors import ManifestError
+from mcop_worker.model.spec import JobSpec
 
 from . import job_status, metrics, naming, numbers
 from .admission import QueueEntry, may_start

@@ -7,8 +7,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mcop_worker import db_metrics
-from mcop_worker.errors import ManifestError
+from mcop_operator.storage import db_metrics
+from mcop_worker.model.errors import ManifestError
 
 from . import metrics
 from .admission import QueueEntry, job_counts

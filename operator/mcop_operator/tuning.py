@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mcop_worker import validation
-from mcop_worker.settings import PgPoolSettings, RedisPoolSettings, pool_env
+from mcop_worker.model import validation
+from mcop_worker.storage.settings import PgPoolSettings, RedisPoolSettings, pool_env
 
 from .naming import API_VERSION, TUNING_KIND
 

@@ -80,7 +80,7 @@ def _dispatch(command: str, rest: list[str]) -> int:
         from mcop_operator.main import run as run_operator
 
         return int(run_operator(rest))
-    from mcop_worker.worker_main import run as run_worker
+    from mcop_worker.programs.worker_main import run as run_worker
 
     return int(run_worker(rest))
 
@@ -89,7 +89,7 @@ def _dispatch(command: str, rest: list[str]) -> int:
 
 
 def run_command(file: str, shards: int | None, as_json: bool, progress: str = "auto") -> int:
-    from mcop_worker.errors import ManifestError
+    from mcop_worker.model.errors import ManifestError
 
     try:
         manifest = load_manifest(file)
@@ -117,7 +117,7 @@ def load_manifest(file: str) -> dict[str, Any]:
     """The one YAML document of `file`; ManifestError if it is not YAML or not one object."""
     import yaml
 
-    from mcop_worker.errors import ManifestError
+    from mcop_worker.model.errors import ManifestError
 
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     try:
@@ -133,8 +133,8 @@ def load_manifest(file: str) -> dict[str, Any]:
 
 def _job_spec(manifest: dict[str, Any]) -> tuple[Any, int]:
     """Validate with the CRD's rules (defaults applied), then what only code can judge."""
-    from mcop_worker import validation
-    from mcop_worker.spec import parse_spec
+    from mcop_worker.model import validation
+    from mcop_worker.model.spec import parse_spec
 
     doc = validation.validate_manifest(manifest)
     spec = doc["spec"]
@@ -142,8 +142,8 @@ def _job_spec(manifest: dict[str, Any]) -> tuple[Any, int]:
 
 
 def _execute(manifest: dict[str, Any], spec: Any, shards: int, as_json: bool, mode: str) -> int:
-    from mcop_worker.local_runner import ShardFailed, run_job
-    from mcop_worker.progress_bar import ProgressBar
+    from mcop_worker.programs.local_runner import ShardFailed, run_job
+    from mcop_worker.programs.progress_bar import ProgressBar
 
     bar = ProgressBar(sys.stderr, mode)
     try:
@@ -166,7 +166,7 @@ def _execute(manifest: dict[str, Any], spec: Any, shards: int, as_json: bool, mo
 
 
 def print_result(out: TextIO, name: str, spec: Any, result: Any, shards: int) -> None:
-    from mcop_worker.progress_bar import duration, human
+    from mcop_worker.programs.progress_bar import duration, human
 
     est = result.estimate
     inst = spec.instrument

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from mcop_worker.pool import PgPool
+from mcop_worker.storage.pool import PgPool
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from mcop_worker import kernels
-from mcop_worker.blocks import BlockPlan, block_generator, plan_blocks
-from mcop_worker.controls import geometric_basket_control, uses_control
-from mcop_worker.spec import JobSpec, cholesky
-from mcop_worker.stats import BlockStats, Moments
+from mcop_worker.engine import kernels
+from mcop_worker.engine.blocks import BlockPlan, block_generator, plan_blocks
+from mcop_worker.engine.controls import geometric_basket_control, uses_control
+from mcop_worker.engine.stats import BlockStats, Moments
+from mcop_worker.model.spec import JobSpec, cholesky
 
 Array = npt.NDArray[np.float64]
 

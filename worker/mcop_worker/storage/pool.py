@@ -31,7 +31,7 @@ from typing import Any, cast
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from mcop_worker.settings import PgPoolSettings, redact
+from mcop_worker.storage.settings import PgPoolSettings, redact
 
 log = logging.getLogger(__name__)
 

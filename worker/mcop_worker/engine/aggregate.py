@@ -26,7 +26,7 @@ independent samples and the standard error is honest):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mcop_worker.blocks import BlockPlan, plan_blocks
-from mcop_worker.controls import control_mean, uses_control
-from mcop_worker.spec import JobSpec
-from mcop_worker.stats import BlockStats, Moments
+from mcop_worker.engine.blocks import BlockPlan, plan_blocks
+from mcop_worker.engine.controls import control_mean, uses_control
+from mcop_worker.engine.stats import BlockStats, Moments
+from mcop_worker.model.spec import JobSpec
 
 CI_LEVEL = 0.95
 Z_95 = 1.959963984540054
@@ -297,10 +297,6 @@ class JobAggregator:
             return
         self.blocks[b] = stats
         self._advance_prefix()
-
-    def add_many(self, blocks: Iterable[BlockStats]) -> None:
-        for stats in blocks:
-            self.add(stats)
 
     def missing_blocks(self) -> list[int]:
         """Blocks still needed for the result (none once it is decided)."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mcop_worker.errors import InvalidSpec
+from mcop_worker.model.errors import InvalidSpec
 
 InstrumentType = Literal["european", "asian", "barrier", "basket", "var"]
 OptionType = Literal["call", "put"]

@@ -27,12 +27,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mcop_worker import results_db
-from mcop_worker.blocks import plan_blocks, shard_blocks
-from mcop_worker.errors import ManifestError
-from mcop_worker.pool import CONNECTION_ERRORS, PgPool
-from mcop_worker.progress_bus import ProgressBus, ShardProgress, ShardState
-from mcop_worker.settings import (
+from mcop_worker.engine.blocks import plan_blocks, shard_blocks
+from mcop_worker.engine.simulate import simulate_block
+from mcop_worker.engine.stats import BlockStats
+from mcop_worker.model.errors import ManifestError
+from mcop_worker.model.spec import JobSpec, parse_spec
+from mcop_worker.model.spec_hash import spec_hash
+from mcop_worker.storage import results_db
+from mcop_worker.storage.pool import CONNECTION_ERRORS, PgPool
+from mcop_worker.storage.progress_bus import ProgressBus, ShardProgress, ShardState
+from mcop_worker.storage.settings import (
     SettingsError,
     WorkerSettings,
     redact,
@@ -40,10 +44,6 @@ from mcop_worker.settings import (
     secrets_of,
     worker_settings_from_env,
 )
-from mcop_worker.simulate import simulate_block
-from mcop_worker.spec import JobSpec, parse_spec
-from mcop_worker.spec_hash import spec_hash
-from mcop_worker.stats import BlockStats
 
 log = logging.getLogger("mcop_worker.worker")
 T = TypeVar("T")

@@ -1,4 +1,5 @@
-"""Redis as the fast, disposable side channel between workers and the operator.
+"""Redis as the fast, disposable side channel between workers and the operator: the keys, and the
+workers' half (the operator's reading half and the result cache: `mcop_operator.storage.redis_bus`).
 
 Keys (all expire; PostgreSQL remains the source of truth, so losing any of them loses nothing):
 
@@ -23,14 +24,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from mcop_worker.settings import RedisPoolSettings, redact, scrub, secrets_of
+from mcop_worker.storage.settings import RedisPoolSettings, redact, scrub, secrets_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,10 +47,6 @@ def progress_key(uid: str) -> str:
 
 def stop_key(uid: str) -> str:
     return f"mcop:stop:{uid}"
-
-
-def result_key(spec_hash: str) -> str:
-    return f"mcop:result:{spec_hash}"
 
 
 @dataclass(frozen=True)
@@ -87,20 +84,6 @@ class ShardProgress:
         )
 
 
-@dataclass(frozen=True)
-class RedisMetrics:
-    """What the PerfTuning status shows about Redis."""
-
-    connected: bool
-    keys: int = 0
-    used_memory_bytes: int = 0
-    keyspace_hits: int = 0
-    keyspace_misses: int = 0
-    connected_clients: int = 0
-    latency_ms: float = 0.0
-    error: str = ""
-
-
 @dataclass
 class _LiveClient:
     client: aioredis.Redis
@@ -110,7 +93,9 @@ class _LiveClient:
 
 
 class ProgressBus:
-    """The Redis side of workers and operator; see the module docstring for keys and semantics."""
+    """The Redis side of a worker (progress, heartbeats, stop requests read) and the pooled,
+    live-reconfigurable connection the operator's `OperatorBus` builds on. See the module
+    docstring for keys and semantics."""
 
     def __init__(
         self,
@@ -129,8 +114,6 @@ class ProgressBus:
         self._retry_at = 0.0
         self.available = True  # optimistic until a call says otherwise
         self.last_error = ""
-        self.cache_hits = 0
-        self.cache_misses = 0
 
     @property
     def target(self) -> str:
@@ -229,41 +212,7 @@ class ProgressBus:
 
         return await self._call("publish_progress", command, False)
 
-    async def read_progress(self, uid: str) -> dict[int, ShardProgress]:
-        """Every shard's last report; empty when none (or Redis is away)."""
-
-        async def command(r: aioredis.Redis) -> dict[int, ShardProgress]:
-            raw = await r.hgetall(progress_key(uid))
-            out: dict[int, ShardProgress] = {}
-            for field, value in raw.items():
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    out[int(field)] = ShardProgress.from_json(str(value))
-            return out
-
-        return await self._call("read_progress", command, {})
-
-    async def clear_progress(self, uid: str) -> bool:
-        return await self._call("clear_progress", lambda r: _deleted(r, progress_key(uid)), False)
-
     # --- stop requests -------------------------------------------------------------------------
-
-    async def request_stop(
-        self, uid: str, block_limit: int = 0, ttl_seconds: int = STOP_TTL_SECONDS
-    ) -> bool:
-        """Tell the job's workers that blocks >= `block_limit` are not needed (0: stop now).
-
-        With a target precision the operator passes the length of the block prefix that reached
-        it; a suspend passes 0. A lower limit never gets raised by a later request."""
-
-        async def command(r: aioredis.Redis) -> bool:
-            key = stop_key(uid)
-            current = await r.get(key)
-            if current is not None and int(current) <= block_limit:
-                return True
-            await r.set(key, str(block_limit), ex=ttl_seconds)
-            return True
-
-        return await self._call("request_stop", command, False)
 
     async def stop_requested(self, uid: str) -> int | None:
         """The block limit the operator asked for, None when it asked for nothing."""
@@ -273,71 +222,6 @@ class ProgressBus:
             return None if raw is None else int(raw)
 
         return await self._call("stop_requested", command, None)
-
-    async def clear_stop(self, uid: str) -> bool:
-        """Forget a stop request (a suspended job that resumes)."""
-        return await self._call("clear_stop", lambda r: _deleted(r, stop_key(uid)), False)
-
-    # --- result cache --------------------------------------------------------------------------
-
-    async def cache_result(self, spec_hash: str, result_json: str, ttl_seconds: int) -> bool:
-        """Cache a final result under its spec hash for `ttl_seconds`."""
-
-        async def command(r: aioredis.Redis) -> bool:
-            return bool(await r.set(result_key(spec_hash), result_json, ex=ttl_seconds))
-
-        return await self._call("cache_result", command, False)
-
-    async def cached_result(self, spec_hash: str) -> str | None:
-        """The cached result JSON, or None; counts hits and misses (not lookups Redis missed)."""
-
-        async def command(r: aioredis.Redis) -> str | None:
-            value = await r.get(result_key(spec_hash))
-            if value is None:
-                self.cache_misses += 1
-            else:
-                self.cache_hits += 1
-            return None if value is None else str(value)
-
-        return await self._call("cached_result", command, None)
-
-    def cache_rates(self) -> tuple[float, float]:
-        """(hit rate, miss rate) of this process's lookups; (0, 0) before the first."""
-        total = self.cache_hits + self.cache_misses
-        if total == 0:
-            return 0.0, 0.0
-        return self.cache_hits / total, self.cache_misses / total
-
-    # --- server metrics ------------------------------------------------------------------------
-
-    async def server_metrics(self) -> RedisMetrics:
-        """Keys, memory, keyspace hits/misses, clients and a PING round trip, from the server."""
-
-        async def command(r: aioredis.Redis) -> RedisMetrics:
-            started = time.perf_counter()
-            await r.ping()
-            latency_ms = (time.perf_counter() - started) * 1000.0
-            info: dict[str, Any] = await r.info()
-            return RedisMetrics(
-                connected=True,
-                keys=int(await r.dbsize()),
-                used_memory_bytes=int(info.get("used_memory", 0)),
-                keyspace_hits=int(info.get("keyspace_hits", 0)),
-                keyspace_misses=int(info.get("keyspace_misses", 0)),
-                connected_clients=int(info.get("connected_clients", 0)),
-                latency_ms=latency_ms,
-            )
-
-        self._retry_at = 0.0  # metrics are the health probe: always try
-        down = RedisMetrics(connected=False)
-        metrics = await self._call("server_metrics", command, down)
-        if not metrics.connected:
-            return RedisMetrics(connected=False, error=self.last_error)
-        return metrics
-
-
-async def _deleted(r: aioredis.Redis, key: str) -> bool:
-    return bool(await r.delete(key))
 
 
 async def _retire(old: _LiveClient, drain_timeout: float = 30.0) -> None:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from numpy.random import PCG64, Generator, SeedSequence
 
-from mcop_worker.spec import PATH_DEPENDENT, JobSpec
+from mcop_worker.model.spec import PATH_DEPENDENT, JobSpec
+from mcop_worker.model.versions import ENGINE_VERSION as ENGINE_VERSION  # the rules below
 
-ENGINE_VERSION = 1
 TARGET_BLOCKS = 256
 BLOCK_ALIGN_UNITS = 512
 MAX_BLOCK_UNITS = 1 << 20

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mcop_worker.blocks import ENGINE_VERSION
+from mcop_worker.model.versions import ENGINE_VERSION
 
 STATS_VERSION = 1
 

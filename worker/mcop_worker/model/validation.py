@@ -43,8 +43,8 @@ JOB_KIND: Final = "MonteCarloJob"
 TUNING_KIND: Final = "PerfTuning"
 _CRD_FILES: Final = {JOB_KIND: "montecarlojob.yaml", TUNING_KIND: "perftuning.yaml"}
 
-# In the source tree mcop_worker/crds is a symlink to the repository's crds/; an installed wheel
-# carries a copy of the same files as package data.
+# In the source tree mcop_worker/model/crds is a symlink to the repository's crds/; an installed
+# wheel carries a copy of the same files as package data.
 CRD_DIR: Final = Path(__file__).resolve().parent / "crds"
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -99,7 +99,7 @@ def load_crd(kind: str) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the CRDs ship as package data of mcop_worker (in a source tree "
-            "worker/mcop_worker/crds must be the symlink ../../crds)"
+            "worker/mcop_worker/model/crds must be the symlink ../../../crds)"
         )
     crd: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     return crd

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from mcop_worker.aggregate import Estimate, JobAggregator, Progress
-from mcop_worker.blocks import shard_blocks
-from mcop_worker.spec import JobSpec
-from mcop_worker.spec_hash import spec_hash
-from mcop_worker.stats import BlockStats
+from mcop_worker.engine.aggregate import Estimate, JobAggregator, Progress
+from mcop_worker.engine.blocks import shard_blocks
+from mcop_worker.engine.stats import BlockStats
+from mcop_worker.model.spec import JobSpec
+from mcop_worker.model.spec_hash import spec_hash
 
 ProgressCallback = Callable[[Progress, float], None]
 
@@ -79,7 +79,7 @@ def run_job(
 def _run_here(
     spec: JobSpec, agg: JobAggregator, start: float, on_progress: ProgressCallback | None
 ) -> None:
-    from mcop_worker.simulate import simulate_block  # numba: imported only where it runs
+    from mcop_worker.engine.simulate import simulate_block  # numba: imported only where it runs
 
     for block in range(agg.plan.n_blocks):
         agg.add(simulate_block(spec, block))
@@ -166,8 +166,8 @@ def _shard_main(
     """A shard process: simulate blocks index, index + shards, ... until done or told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        from mcop_worker.blocks import plan_blocks
-        from mcop_worker.simulate import simulate_block
+        from mcop_worker.engine.blocks import plan_blocks
+        from mcop_worker.engine.simulate import simulate_block
 
         for block in shard_blocks(plan_blocks(spec).n_blocks, shards, index):
             if stop.is_set():

@@ -13,8 +13,8 @@ import hashlib
 import json
 from typing import Any
 
-from mcop_worker.blocks import ENGINE_VERSION
-from mcop_worker.spec import MULTI_ASSET, JobSpec
+from mcop_worker.model.spec import MULTI_ASSET, JobSpec
+from mcop_worker.model.versions import ENGINE_VERSION
 
 
 def canonical_spec(spec: JobSpec) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import shutil
 import time
 from typing import TextIO
 
-from mcop_worker.aggregate import Progress
+from mcop_worker.engine.aggregate import Progress
 
 _BAR_WIDTH = 24
 

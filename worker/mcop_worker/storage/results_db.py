@@ -1,5 +1,6 @@
-"""The results database: versioned schema, the recommended indexes, and the operations workers and
-the operator run on it. PostgreSQL is the source of truth for finished work.
+"""The results database's schema (versioned migrations) and the block store workers write to; the
+operator's reads and writes of jobs and results are `mcop_operator.storage.jobs_db`. PostgreSQL is
+the source of truth for finished work.
 
 Tables (migration 1):
 - ``users``          who submitted jobs (optional link from ``jobs.user_id``).
@@ -22,15 +23,13 @@ misses a block.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
-from mcop_worker.pool import PgPool
+from mcop_worker.storage.pool import PgPool
 
 # Advisory lock classes (two-key form), so our locks never collide with each other's keys.
-_LOCK_MIGRATIONS: Final = 0x6D636F70  # "mcop"
-_LOCK_JOB_BLOCKS: Final = 0x6D636F71
+LOCK_MIGRATIONS: Final = 0x6D636F70  # "mcop"
+LOCK_JOB_BLOCKS: Final = 0x6D636F71
 
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (
@@ -75,15 +74,6 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     ),
 )
 
-# PerfTuning `ensureIndexes`: the performance guide's recommended indexes, by predictable name.
-RECOMMENDED_INDEXES: Final[Mapping[str, str]] = {
-    "ix_jobs_status": "jobs (status)",
-    "ix_jobs_created_at": "jobs (created_at)",
-    "ix_jobs_user_id": "jobs (user_id)",
-    "ix_users_email": "users (email)",
-}
-
-
 # --- schema ------------------------------------------------------------------------------------
 
 
@@ -95,7 +85,7 @@ async def migrate(pool: PgPool) -> list[int]:
     """
     applied_now: list[int] = []
     async with pool.acquire() as con, con.transaction():
-        await con.execute("SELECT pg_advisory_xact_lock($1, 0)", _LOCK_MIGRATIONS)
+        await con.execute("SELECT pg_advisory_xact_lock($1, 0)", LOCK_MIGRATIONS)
         await con.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    version     integer PRIMARY KEY,
@@ -123,18 +113,6 @@ async def schema_version(pool: PgPool) -> int:
     return int(await pool.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
 
-async def ensure_indexes(pool: PgPool) -> list[str]:
-    """Create the recommended indexes that are missing; returns the names created now."""
-    created: list[str] = []
-    async with pool.acquire() as con, con.transaction():
-        await con.execute("SELECT pg_advisory_xact_lock($1, 1)", _LOCK_MIGRATIONS)
-        for name, target in RECOMMENDED_INDEXES.items():
-            if await con.fetchval("SELECT to_regclass($1) IS NULL", name):
-                await con.execute(f"CREATE INDEX {name} ON {target}")
-                created.append(name)
-    return created
-
-
 # --- blocks ------------------------------------------------------------------------------------
 
 
@@ -152,7 +130,7 @@ async def insert_block(
         block_index,
         stats_json,
         shard,
-        _LOCK_JOB_BLOCKS,
+        LOCK_JOB_BLOCKS,
     )
     return status == "INSERT 0 1"
 
@@ -165,121 +143,3 @@ async def done_blocks(pool: PgPool, job_uid: str, spec_hash: str) -> set[int]:
         spec_hash,
     )
     return {row["block_index"] for row in rows}
-
-
-async def blocks_since(
-    pool: PgPool, job_uid: str, spec_hash: str, after_seq: int = 0, limit: int | None = None
-) -> list[tuple[int, int, str]]:
-    """Blocks stored after `after_seq`, as (seq, block_index, stats JSON), oldest first.
-
-    Pass the last seq you received as the next `after_seq`: no block is ever skipped or repeated.
-    """
-    rows = await pool.fetch(
-        """SELECT seq, block_index, stats::text AS stats FROM block_results
-           WHERE job_uid = $1 AND spec_hash = $2 AND seq > $3
-           ORDER BY seq LIMIT $4""",
-        job_uid,
-        spec_hash,
-        after_seq,
-        limit,
-    )
-    return [(row["seq"], row["block_index"], row["stats"]) for row in rows]
-
-
-async def delete_job_blocks(pool: PgPool, job_uid: str, spec_hash: str | None = None) -> int:
-    """Forget a job's blocks (of every spec hash unless one is given); returns how many."""
-    if spec_hash is None:
-        status = await pool.execute("DELETE FROM block_results WHERE job_uid = $1", job_uid)
-    else:
-        status = await pool.execute(
-            "DELETE FROM block_results WHERE job_uid = $1 AND spec_hash = $2", job_uid, spec_hash
-        )
-    return int(status.rsplit(" ", 1)[1])
-
-
-# --- jobs and results --------------------------------------------------------------------------
-
-
-async def ensure_user(pool: PgPool, email: str) -> int:
-    """The id of the user with this email, created when unknown."""
-    async with pool.acquire() as con, con.transaction():
-        await con.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_MIGRATIONS, email)
-        found = await con.fetchval(
-            "SELECT id FROM users WHERE email = $1 ORDER BY id LIMIT 1", email
-        )
-        if found is not None:
-            return int(found)
-        return int(await con.fetchval("INSERT INTO users (email) VALUES ($1) RETURNING id", email))
-
-
-async def upsert_job(
-    pool: PgPool,
-    *,
-    uid: str,
-    namespace: str,
-    name: str,
-    status: str,
-    spec_hash: str,
-    spec: Mapping[str, Any],
-    user_id: int | None = None,
-) -> int:
-    """Record a job (or update its status, spec and hash); returns its row id."""
-    return int(
-        await pool.fetchval(
-            """INSERT INTO jobs (uid, namespace, name, status, spec_hash, spec, user_id)
-               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
-               ON CONFLICT (uid) DO UPDATE SET
-                   namespace = EXCLUDED.namespace, name = EXCLUDED.name,
-                   status = EXCLUDED.status, spec_hash = EXCLUDED.spec_hash,
-                   spec = EXCLUDED.spec, user_id = coalesce(EXCLUDED.user_id, jobs.user_id),
-                   updated_at = now()
-               RETURNING id""",
-            uid,
-            namespace,
-            name,
-            status,
-            spec_hash,
-            json.dumps(spec, sort_keys=True),
-            user_id,
-        )
-    )
-
-
-async def set_job_status(pool: PgPool, uid: str, status: str) -> bool:
-    """Change a job's status; False when the job is unknown."""
-    result = await pool.execute(
-        "UPDATE jobs SET status = $2, updated_at = now() WHERE uid = $1", uid, status
-    )
-    return result == "UPDATE 1"
-
-
-async def store_result(
-    pool: PgPool, uid: str, result: Mapping[str, Any], *, status: str = "Succeeded"
-) -> None:
-    """Store a job's final result (and status); raises LookupError when upsert_job never ran."""
-    outcome = await pool.execute(
-        """UPDATE jobs SET result = $2::jsonb, status = $3, completed_at = now(), updated_at = now()
-           WHERE uid = $1""",
-        uid,
-        json.dumps(result, sort_keys=True),
-        status,
-    )
-    if outcome != "UPDATE 1":
-        raise LookupError(f"job {uid} is not in the results database; call upsert_job first")
-
-
-async def get_result(pool: PgPool, uid: str) -> dict[str, Any] | None:
-    """A job's stored result, None when it has none (yet)."""
-    raw = await pool.fetchval("SELECT result::text FROM jobs WHERE uid = $1", uid)
-    return None if raw is None else dict(json.loads(raw))
-
-
-async def result_for_spec_hash(pool: PgPool, spec_hash: str) -> dict[str, Any] | None:
-    """The newest result of a Succeeded job with this spec hash (the cache's durable fallback)."""
-    raw = await pool.fetchval(
-        """SELECT result::text FROM jobs WHERE spec_hash = $1 AND result IS NOT NULL
-             AND status = 'Succeeded'
-           ORDER BY completed_at DESC LIMIT 1""",
-        spec_hash,
-    )
-    return None if raw is None else dict(json.loads(raw))

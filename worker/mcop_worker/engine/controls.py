@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 
-from mcop_worker import closed_forms
-from mcop_worker.spec import JobSpec
+from mcop_worker.engine import closed_forms
+from mcop_worker.model.spec import JobSpec
 
 
 def uses_control(spec: JobSpec) -> bool:
