@@ -176,3 +176,36 @@ def test_real_exit_codes(tmp_path: Path) -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "run" in capsys.readouterr().err
+
+
+def test_numbers_read_as_kubectl_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """YAML 1.2 / go-yaml numbers: `1e-3` and `1e7` are numbers for kubectl, so for `mcop run`."""
+    manifest = (ROOT / "examples" / "european.yaml").read_text()
+    manifest = manifest.replace("paths: 4000000", "paths: 1e7\n  targetStdErr: 1e-3")
+    manifest = manifest.replace("maturity: 1.0", "maturity: 1.0e0")
+    path = tmp_path / "job.yaml"
+    path.write_text(manifest)
+    assert main(["run", str(path), "--json", "--shards", "1"]) == 0, capsys.readouterr().err
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["stoppedEarly"] is True and doc["stdErr"] <= 1e-3
+    assert doc["paths"] < 10_000_000
+    reference = yaml.safe_load((ROOT / "examples" / "european.yaml").read_text())
+    reference["spec"].update(paths=10_000_000, targetStdErr=0.001)
+    path.write_text(yaml.safe_dump(reference))
+    assert main(["run", str(path), "--json", "--shards", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["specHash"] == doc["specHash"]
+
+
+def test_manifest_yaml_floats_follow_go_yaml() -> None:
+    from mcop_worker.model.manifest_yaml import load_all
+
+    (doc,) = load_all(
+        "a: 1e-3\nb: 1e7\nc: 1.0e-3\nd: .5\ne: 100\nf: '1e3'\ng: 1.\nh: -1E+2\ni: .\n"
+    )
+    assert doc == {
+        "a": 0.001, "b": 1e7, "c": 0.001, "d": 0.5, "e": 100, "f": "1e3", "g": 1.0, "h": -100.0,
+        "i": ".",
+    }  # fmt: skip
+    assert isinstance(doc["e"], int) and isinstance(doc["b"], float)

@@ -314,7 +314,29 @@ def test_spec_hash_changes_with_the_numbers(change: dict[str, Any]) -> None:
 def test_canonical_spec_names_its_engine() -> None:
     doc = canonical_spec(parse_spec(_manifest_spec()))
     assert doc["engine"] == ENGINE_VERSION
+    import numba
+    import numpy
+
+    assert doc["build"] == {
+        "engine": ENGINE_VERSION,
+        "numpy": numpy.__version__,
+        "numba": numba.__version__,
+    }
     assert "shards" not in doc and "priority" not in doc
+
+
+def test_spec_hash_changes_with_numpy_or_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache and stored blocks must never serve bits another build would not produce."""
+    from mcop_worker.model import spec_hash as spec_hash_module
+
+    spec = parse_spec(_manifest_spec())
+    digest = spec_hash(spec)
+    for name in ("numpy", "numba"):
+        other = dict(spec_hash_module.build(), **{name: "0.0.1"})
+        monkeypatch.setattr(spec_hash_module, "build", lambda other=other: other)
+        assert spec_hash(spec) != digest
+        monkeypatch.undo()
+    assert spec_hash(spec) == digest
 
 
 # -- what only code can judge -------------------------------------------------------------------

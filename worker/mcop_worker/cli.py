@@ -118,10 +118,11 @@ def load_manifest(file: str) -> dict[str, Any]:
     import yaml
 
     from mcop_worker.model.errors import ManifestError
+    from mcop_worker.model.manifest_yaml import load_all
 
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise ManifestError("manifest", f"is not valid YAML: {exc}") from None
     if len(docs) != 1:

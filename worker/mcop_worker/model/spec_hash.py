@@ -4,7 +4,9 @@ The canonical form is built from the parsed JobSpec, so defaults are applied, in
 floats where the field is a number (100 == 100.0), key order and formatting do not matter, and
 fields that cannot change the numbers are left out: shards, priority, resources and names never
 enter; nor do `steps` of a European, the asset names, or `rate` of a var (only its drifts do).
-The engine's stream version is included so that a change of algorithm never reuses old results.
+The build that decides the bits is included (the engine's version, and the versions of numpy and
+numba: `versions.build()`), so that neither a change of algorithm nor another numpy or numba ever
+reuses results another build computed (the Redis cache, the stored blocks).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 from typing import Any
 
 from mcop_worker.model.spec import MULTI_ASSET, JobSpec
-from mcop_worker.model.versions import ENGINE_VERSION
+from mcop_worker.model.versions import ENGINE_VERSION, build
 
 
 def canonical_spec(spec: JobSpec) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def canonical_spec(spec: JobSpec) -> dict[str, Any]:
         }
     return {
         "engine": ENGINE_VERSION,
+        "build": build(),
         "model": model,
         "instrument": instrument,
         "paths": spec.paths,

@@ -4,8 +4,28 @@ is only ever reused by an engine that would produce the same bits.
 `ENGINE_VERSION` is the engine's algorithm (block decomposition, streams, kernels, estimators); the
 engine bumps it whenever a change alters any bit of any result. It enters `specHash` and every
 stored `BlockStats`.
+
+`build()` adds what else decides the bits: numpy (its Generator's streams and its elementwise
+functions) and numba (the kernels' code generation). Both enter `specHash`, so a build with another
+numpy or numba never reuses a result (cache, stored blocks) another build computed.
 """
 
 from __future__ import annotations
 
+import functools
+from importlib import metadata
+
 ENGINE_VERSION = 1
+
+# The distributions whose versions can change the numbers.
+NUMERIC_DISTRIBUTIONS = ("numpy", "numba")
+
+
+@functools.cache
+def build() -> dict[str, str | int]:
+    """{"engine": ENGINE_VERSION, "numpy": "2.3.5", "numba": "0.62.1"}: read from the installed
+    distributions' metadata (without importing numba, which takes a second)."""
+    doc: dict[str, str | int] = {"engine": ENGINE_VERSION}
+    for name in NUMERIC_DISTRIBUTIONS:
+        doc[name] = metadata.version(name)
+    return doc
