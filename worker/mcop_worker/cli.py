@@ -28,10 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args[0], args[1:])
     parser = _parser()
     ns = parser.parse_args(args)
+    if ns.command == "plot":
+        return plot_command(ns.file, Path(ns.output), ns.shards, ns.progress)
     if ns.command != "run":
         parser.print_help(sys.stderr)
         return EXIT_INVALID
-    return run_command(ns.file, ns.shards, ns.json, ns.progress)
+    plot = Path(ns.plot) if ns.plot else None
+    return run_command(ns.file, ns.shards, ns.json, ns.progress, plot)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +62,35 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "always", "never"),
         default="auto",
         help="progress line on stderr: auto (only on a terminal), always, never",
+    )
+    run.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="also draw the convergence plot to this PNG (needs the [plot] extra: matplotlib)",
+    )
+    plot = sub.add_parser(
+        "plot",
+        help="draw a convergence plot from a manifest (run here) or a MonteCarloJob's JSON",
+        description="Draw the convergence of a job to a PNG: the estimate with its 95%% band "
+        "against paths (log scale), the closed form or the target precision where known; for var "
+        "the loss tail with VaR and expected shortfall. FILE is a manifest, run here as by `mcop "
+        "run`, or a MonteCarloJob from the cluster: kubectl get mcj NAME -o json | mcop plot - "
+        "-o plot.png (its status.history).",
+    )
+    plot.add_argument("file", metavar="FILE", help="manifest or MonteCarloJob JSON ('-': stdin)")
+    plot.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG to write")
+    plot.add_argument(
+        "--shards",
+        type=_shards,
+        default=None,
+        metavar="N",
+        help="local processes when FILE is a manifest to run (as `mcop run`)",
+    )
+    plot.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress line on stderr while a manifest runs",
     )
     sub.add_parser("operator", help="run the operator (see `mcop operator --help`)")
     sub.add_parser("worker", help="worker pod entrypoint (configured by environment variables)")
@@ -88,7 +120,9 @@ def _dispatch(command: str, rest: list[str]) -> int:
 # -- mcop run -----------------------------------------------------------------------------------
 
 
-def run_command(file: str, shards: int | None, as_json: bool, progress: str = "auto") -> int:
+def run_command(
+    file: str, shards: int | None, as_json: bool, progress: str = "auto", plot: Path | None = None
+) -> int:
     from mcop_worker.model.errors import ManifestError
 
     try:
@@ -107,7 +141,7 @@ def run_command(file: str, shards: int | None, as_json: bool, progress: str = "a
     if shards is None:
         shards = max(1, min(shards_in_manifest, os.cpu_count() or 1))
     try:
-        return _execute(manifest, spec, shards, as_json, progress)
+        return _execute(manifest, spec, shards, as_json, progress, plot)
     except Exception as exc:  # a bug or a broken install: say what, exit 1, no traceback wall
         _error(f"failed: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
@@ -142,13 +176,38 @@ def _job_spec(manifest: dict[str, Any]) -> tuple[Any, int]:
     return parse_spec(spec), int(spec.get("shards", 1))
 
 
-def _execute(manifest: dict[str, Any], spec: Any, shards: int, as_json: bool, mode: str) -> int:
+def _execute(
+    manifest: dict[str, Any],
+    spec: Any,
+    shards: int,
+    as_json: bool,
+    mode: str,
+    plot: Path | None = None,
+) -> int:
     from mcop_worker.programs.local_runner import ShardFailed, run_job
     from mcop_worker.programs.progress_bar import ProgressBar
 
+    if plot is not None:
+        from mcop_worker.programs import plot as plotting
+
+        plotting.check_available()
     bar = ProgressBar(sys.stderr, mode)
+    points: list[dict[str, Any]] = []
+
+    def on_progress(progress: Any, elapsed: float) -> None:
+        bar.update(progress, elapsed)
+        running = progress.running
+        if running is not None and (not points or progress.paths_done > points[-1]["paths"]):
+            points.append(
+                {
+                    "paths": progress.paths_done,
+                    "estimate": running.estimate,
+                    "stdErr": running.std_err,
+                }
+            )
+
     try:
-        result = run_job(spec, shards, on_progress=bar.update)
+        result = run_job(spec, shards, on_progress=on_progress)
     except KeyboardInterrupt:
         bar.close()
         _error("interrupted")
@@ -158,12 +217,80 @@ def _execute(manifest: dict[str, Any], spec: Any, shards: int, as_json: bool, mo
         _error(str(exc))
         return EXIT_FAILED
     bar.close()
+    if plot is not None:
+        _plot_run(plot, manifest, spec, result, points)
     if as_json:
         print(json.dumps(result.to_json()))
     else:
         name = (manifest.get("metadata") or {}).get("name", "job")
         print_result(sys.stdout, name, spec, result, shards)
     return EXIT_OK
+
+
+def _plot_run(
+    out: Path, manifest: dict[str, Any], spec: Any, result: Any, points: list[dict[str, Any]]
+) -> None:
+    from mcop_worker.programs import plot as plotting
+
+    est = result.estimate
+    losses = None
+    if spec.instrument.type == "var":
+        losses = plotting.loss_tail(
+            result.blocks, est.blocks, est.paths, spec.instrument.confidence_levels
+        )
+    name = str((manifest.get("metadata") or {}).get("name", "job"))
+    doc = result.to_json()
+    points = [p for p in points if p["paths"] < est.paths]  # the last point is the result's
+    points.append({"paths": est.paths, "estimate": est.estimate, "stdErr": est.std_err})
+    plotting.draw(out, name, manifest.get("spec") or {}, points, doc, losses, est.paths)
+    print(f"mcop: convergence plot written to {out}", file=sys.stderr)
+
+
+# -- mcop plot ----------------------------------------------------------------------------------
+
+
+def plot_command(file: str, out: Path, shards: int | None, progress: str = "auto") -> int:
+    """A MonteCarloJob read from the cluster (it has a status): draw its status.history. A
+    manifest: run it here, as `mcop run FILE --plot OUT`."""
+    from mcop_worker.model.errors import ManifestError
+    from mcop_worker.programs import plot as plotting
+
+    try:
+        doc = load_manifest(file)
+    except OSError as exc:
+        _error(f"cannot read {file}: {exc.strerror or exc}", "plot")
+        return EXIT_FAILED
+    except ManifestError as exc:
+        _invalid(file, exc)
+        return EXIT_INVALID
+    if "status" not in doc:
+        path = _as_file(file, doc)
+        try:
+            return run_command(path, shards, False, progress, out)
+        finally:
+            if path != file:
+                Path(path).unlink(missing_ok=True)
+    name, spec, history, result = plotting.from_resource(doc)
+    try:
+        plotting.draw(out, name, spec, history, result, None, None)
+    except (ValueError, plotting.PlotUnavailable) as exc:
+        _error(str(exc), "plot")
+        return EXIT_FAILED
+    print(f"mcop: convergence plot written to {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _as_file(file: str, doc: dict[str, Any]) -> str:
+    """The manifest again as a file `run_command` can read (stdin has been read already)."""
+    if file != "-":
+        return file
+    import tempfile
+
+    import yaml
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
+        yaml.safe_dump(doc, tmp)
+    return tmp.name
 
 
 def print_result(out: TextIO, name: str, spec: Any, result: Any, shards: int) -> None:
@@ -213,8 +340,8 @@ def _invalid(file: str, exc: Any) -> None:
     _error(f"{file} is not a valid MonteCarloJob:\n" + "\n".join(f"  {line}" for line in lines))
 
 
-def _error(message: str) -> None:
-    print(f"mcop run: {message}", file=sys.stderr)
+def _error(message: str, command: str = "run") -> None:
+    print(f"mcop {command}: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import queue
 import signal
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from typing import Any
 
@@ -41,6 +41,8 @@ class RunResult:
     estimate: Estimate
     elapsed_seconds: float
     spec_hash: str
+    # The finished blocks (for plots of var's loss tail); not part of the result.
+    blocks: Mapping[int, BlockStats] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def paths_per_second(self) -> float:
@@ -73,7 +75,7 @@ def run_job(
     elapsed = time.monotonic() - start
     if on_progress is not None:
         on_progress(agg.progress(), elapsed)
-    return RunResult(estimate=final, elapsed_seconds=elapsed, spec_hash=digest)
+    return RunResult(estimate=final, elapsed_seconds=elapsed, spec_hash=digest, blocks=agg.blocks)
 
 
 def _run_here(
