@@ -46,6 +46,7 @@ def progress_fields(numbers: RunningNumbers, paths_per_second: float | None) -> 
             "lower": numbers.ci_lower,
             "upper": numbers.ci_upper,
         }
+    fields.update(display_fields(_finite(numbers.estimate), _finite(numbers.std_err)))
     if paths_per_second and paths_per_second > 0:
         fields["pathsPerSecond"] = round(paths_per_second)
         remaining = max(numbers.paths_total - numbers.paths_done, 0)
@@ -156,3 +157,63 @@ def silent_pods(
         if silent > limit and created and _rfc3339_to_unix(created) <= float(report.heartbeat):
             out.append((int(shard), str(meta.get("name")), silent))  # type: ignore[arg-type]
     return out
+
+
+# -- what kubectl shows, and the convergence so far ---------------------------------------------
+HISTORY_POINTS = 32
+
+
+def display_fields(estimate: float | None, std_err: float | None) -> dict[str, Any]:
+    """status.display: the estimate rounded to the digits its standard error justifies, the
+    standard error to two significant digits (strings, for `kubectl get`; the numbers in status
+    and status.result keep full precision). A zero standard error (nothing random) shows the
+    estimate to 6 significant digits."""
+    if _finite(estimate) is None or _finite(std_err) is None:
+        return {}
+    assert estimate is not None and std_err is not None
+    if std_err <= 0:
+        return {"display": {"estimate": f"{estimate:.6g}", "stdErr": "0"}}
+    # The decimal place of the standard error's second significant digit.
+    places = 1 - math.floor(math.log10(std_err))
+    if places > 12 or abs(estimate) >= 1e12:
+        return {"display": {"estimate": f"{estimate:.6g}", "stdErr": f"{std_err:.2g}"}}
+    err = round(std_err, places)
+    if err >= 10 ** (2 - places):  # rounding made a third digit (e.g. 0.0996 -> 0.100)
+        places -= 1
+        err = round(std_err, places)
+    value = round(estimate, places)
+    fmt = f"{{:.{max(places, 0)}f}}"
+    shown = fmt.format(value)
+    return {
+        "display": {
+            "estimate": "0" + shown[2:] if shown.startswith("-0") and float(shown) == 0 else shown,
+            "stdErr": fmt.format(err),
+        }
+    }
+
+
+def extend_history(
+    history: Sequence[Mapping[str, Any]] | None,
+    paths: int | None,
+    estimate: float | None,
+    std_err: float | None,
+    limit: int = HISTORY_POINTS,
+) -> list[dict[str, Any]]:
+    """status.history with the point (paths, estimate, stdErr) added: at most ``limit`` points,
+    thinned so that they stay spread over log(paths), the scale the convergence is drawn on
+    (the first and the latest point always stay)."""
+    points = [dict(p) for p in history or []]
+    if not paths or _finite(estimate) is None or _finite(std_err) is None:
+        return points
+    point = {"paths": int(paths), "estimate": estimate, "stdErr": std_err}
+    if points and points[-1]["paths"] >= paths:
+        if points[-1]["paths"] == paths:
+            points[-1] = point  # the same paths, maybe the final numbers: keep the newest
+        return points
+    points.append(point)
+    while len(points) > max(limit, 2):
+        logs = [math.log(p["paths"]) for p in points]
+        # Drop the inner point whose neighbours are closest: the densest part of the curve.
+        drop = min(range(1, len(points) - 1), key=lambda i: logs[i + 1] - logs[i - 1])
+        del points[drop]
+    return points

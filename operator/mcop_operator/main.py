@@ -137,6 +137,7 @@ async def run_job(
             outcome = await reconciler.step(body)
             failures = 0
         except Exception as exc:  # a dependency hiccup: log, back off, never crash the operator
+            metrics.count_error(exc)
             failures += 1
             delay = min(60.0, 2.0**failures)
             log.warning("job %s/%s: %s (retrying in %.0fs)", namespace, name, exc, delay)
@@ -221,6 +222,7 @@ async def run_tuning(
             delay = await reconciler.step(body, queue)
             failures = 0
         except Exception as exc:  # never crash the operator over one PerfTuning
+            metrics.count_error(exc)
             failures += 1
             delay = min(60.0, 2.0**failures)
             log.warning("perftuning %s/%s: %s (retrying in %.0fs)", namespace, name, exc, delay)

@@ -1,11 +1,15 @@
-"""The operator's Prometheus metrics (/metrics on MCOP_METRICS_ADDRESS:MCOP_METRICS_PORT)."""
+"""The operator's Prometheus metrics (/metrics on MCOP_METRICS_ADDRESS:MCOP_METRICS_PORT).
+
+Label values come from bounded sets only (namespaces, PerfTuning names, priorities, phases,
+condition reasons, error kinds): never a job's name, so the series count does not grow with jobs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _T = ("namespace", "perftuning")
 
@@ -29,6 +33,64 @@ JOBS_QUEUED = Gauge("mcop_jobs_queued", "MonteCarloJobs waiting for a slot", _T)
 JOBS_FINISHED = Counter(
     "mcop_jobs_finished", "MonteCarloJobs that reached a final phase", ("phase", "reason")
 )
+ADMISSION_WAIT = Histogram(
+    "mcop_admission_wait_seconds",
+    "Seconds from a MonteCarloJob's creation to its admission (workers created, or a cache hit)",
+    ("namespace", "priority"),
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
+)
+JOB_DURATION = Histogram(
+    "mcop_job_duration_seconds",
+    "Seconds from a MonteCarloJob's creation to its final phase (Succeeded or Failed)",
+    ("namespace", "phase"),
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400),
+)
+PATHS_SIMULATED = Counter(
+    "mcop_paths_simulated", "Paths of finished blocks this operator counted", ("namespace",)
+)
+LEADER = Gauge("mcop_leader", "1 while this replica leads (always 1 without leader election)")
+RECONCILE_ERRORS = Counter(
+    "mcop_reconcile_errors", "Reconciling passes that ended in an error, by kind", ("reason",)
+)
+# The kinds of mcop_reconcile_errors_total, all exported from the start (at 0) so that rate() and
+# increase() see the first error of each kind.
+ERROR_REASONS = ("kubernetes", "postgres", "redis", "timeout", "internal")
+for _reason in ERROR_REASONS:
+    RECONCILE_ERRORS.labels(_reason)
+# Failure reasons exported at 0 from the start, so increase() sees a kind's first failure too.
+FAILURE_REASONS = (
+    "InvalidSpec",
+    "PriorityClassNotFound",
+    "DeadlineExceeded",
+    "WorkerFailed",
+    "WorkerJobConflict",
+)
+for _reason in FAILURE_REASONS:
+    JOBS_FINISHED.labels("Failed", _reason)
+LEADER.set(1)
+
+
+def set_leader(leading: bool) -> None:
+    """For leader election: 1 while this replica holds the Lease, 0 otherwise."""
+    LEADER.set(1 if leading else 0)
+
+
+def error_reason(exc: BaseException) -> str:
+    """The bounded kind of an error that ended a reconciling pass: which dependency raised it."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    module = type(exc).__module__.split(".")[0]
+    if module in ("kubernetes", "urllib3", "kopf"):
+        return "kubernetes"
+    if module == "asyncpg":
+        return "postgres"
+    if module == "redis":
+        return "redis"
+    return "internal"
+
+
+def count_error(exc: BaseException) -> None:
+    RECONCILE_ERRORS.labels(error_reason(exc)).inc()
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

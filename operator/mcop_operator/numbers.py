@@ -17,6 +17,7 @@ from mcop_worker.model import validation
 from mcop_worker.model.spec import JobSpec, parse_spec
 from mcop_worker.model.spec_hash import spec_hash
 
+from . import job_status
 from .job_status import RunningNumbers
 from .naming import JOB_KIND
 
@@ -96,6 +97,7 @@ def status_from_result(result: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("estimate", "stdErr", "confidenceInterval"):
         if result.get(key) is not None:
             fields[key] = result[key]
+    fields.update(job_status.display_fields(result.get("estimate"), result.get("stdErr")))
     if "result" not in fields:
         fields["result"] = dict(result)
     return fields

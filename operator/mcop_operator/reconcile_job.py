@@ -67,6 +67,7 @@ class JobReconciler:
         self.last_progress_write = 0.0
         self.warned: set[str] = set()
         self.relaunches = 0
+        self.counted_paths: int | None = None  # paths already added to mcop_paths_simulated_total
         self._parsed: tuple[str, tuple[JobSpec, str]] | None = None
 
     def parse(self, body: Mapping[str, Any]) -> tuple[JobSpec, str]:
@@ -105,6 +106,13 @@ class JobReconciler:
         now = time.monotonic()
         if not transition and now - self.last_progress_write < self.config.status_interval_seconds:
             return
+        # The convergence point rides on this write: status.history never costs a write of its own.
+        ctx.status["history"] = job_status.extend_history(
+            ctx.status.get("history"),
+            ctx.status.get("pathsDone"),
+            ctx.status.get("estimate"),
+            ctx.status.get("stdErr"),
+        )
         await self.kube.patch_job_status(self.ref.namespace, self.ref.name, ctx.status)
         self.written = dict(ctx.status)
         self.last_progress_write = now
@@ -180,7 +188,27 @@ class _Step:
         self.status["completionTime"] = now_rfc3339()
         self.o.event("Warning", reason, message)
         metrics.JOBS_FINISHED.labels("Failed", reason).inc()
+        self.observe_end("Failed")
         return Outcome(finished=True)
+
+    def age(self) -> float:
+        created = (self.body.get("metadata") or {}).get("creationTimestamp")
+        return numbers.seconds_since(str(created)) if created else 0.0
+
+    def observe_admission(self) -> None:
+        priority = str(self.spec.get("priority") or "normal")
+        metrics.ADMISSION_WAIT.labels(self.o.ref.namespace, priority).observe(self.age())
+
+    def observe_end(self, phase: str) -> None:
+        metrics.JOB_DURATION.labels(self.o.ref.namespace, phase).observe(self.age())
+
+    def count_paths(self, paths_done: int) -> None:
+        """Adds the paths finished since the last pass; an operator that starts in the middle
+        of a job counts from there (the paths before were counted by the one before it)."""
+        o = self.o
+        if o.counted_paths is not None and paths_done > o.counted_paths:
+            metrics.PATHS_SIMULATED.labels(o.ref.namespace).inc(paths_done - o.counted_paths)
+        o.counted_paths = max(paths_done, o.counted_paths or 0)
 
     # -- the pass ------------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -236,6 +264,8 @@ class _Step:
                 self.condition("Succeeded", True, "CacheHit", f"cached result for {spec_hash}")
                 await services.record_job(o.ref, self.spec, spec_hash, "Succeeded", cached)
                 o.event("Normal", "CacheHit", f"reused the cached result of {spec_hash}")
+                self.observe_admission()
+                self.observe_end("Succeeded")
                 return Outcome(finished=True)
         self.status["cacheHit"] = False
         if not await o.kube.priority_class_exists(pc_name):
@@ -271,6 +301,7 @@ class _Step:
             raise
         o.written = dict(self.status)
         self.just_admitted = True
+        self.observe_admission()
         return None
 
     async def follow(
@@ -295,6 +326,7 @@ class _Step:
         )
         summary = o.aggregator.summary()
         o.rate.observe(summary.numbers.paths_done)
+        self.count_paths(summary.numbers.paths_done)
         self.status.update(job_status.progress_fields(summary.numbers, o.rate.per_second()))
 
         if summary.final is not None:
@@ -414,6 +446,7 @@ class _Step:
         self.condition("Succeeded", True, reason, _success_message(result, summary.stopped_early))
         o.event("Normal", reason, _success_message(result, summary.stopped_early))
         metrics.JOBS_FINISHED.labels("Succeeded", reason).inc()
+        self.observe_end("Succeeded")
         return Outcome(finished=True)
 
     async def replace_silent_shards(self, services: Services, reports: dict[int, Any]) -> None:
