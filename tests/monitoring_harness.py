@@ -29,16 +29,31 @@ RUNBOOKS = ROOT / "docs" / "runbooks"
 JOB = "montecarlo-operator"  # the job name the chart's ServiceMonitor gives the operator's target
 
 
+def _built_folders() -> list[Path]:
+    """The folders scripts/build-prometheus fills: the programs, the Prometheus Operator CRDs."""
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "build-prometheus"), "--print"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [Path(line) for line in out.splitlines() if line]
+
+
+def operator_crds() -> list[Path]:
+    """The ServiceMonitor and PrometheusRule CRDs of the Prometheus Operator, from its Go module."""
+    folder = _built_folders()[1]
+    if not (folder / ".complete").is_file():
+        pytest.fail(
+            f"the Prometheus Operator CRDs are not in {folder}: run scripts/build-prometheus",
+            pytrace=False,
+        )
+    return sorted(folder.glob("*.yaml"))
+
+
 def program(name: str) -> str:
     """prometheus or promtool from the cache (a failure says how to build them)."""
-    folder = Path(
-        subprocess.run(
-            [str(ROOT / "scripts" / "build-prometheus"), "--print"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
+    folder = _built_folders()[0]
     path = folder / name
     if not (folder / ".complete").is_file() or not os.access(path, os.X_OK):
         pytest.fail(

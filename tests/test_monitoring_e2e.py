@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
+from chart_harness import CHART, RELEASE, run_helm, set_args
 from monitoring_harness import (
     DASHBOARD,
     as_grafana_would,
     dashboard_queries,
+    operator_crds,
     running_prometheus,
 )
 from operator_harness import JobsHarness, wait_for
@@ -123,3 +125,43 @@ def test_history_rounded_columns_and_plot_of_a_finished_job(
     )
     assert plotted.returncode == 0, plotted.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.cluster
+def test_api_server_accepts_the_chart_monitoring_objects(kube_cluster: Any) -> None:
+    """The ServiceMonitor, PrometheusRule and dashboard ConfigMap against the Prometheus
+    Operator's own CRDs (from its Go module): a server-side dry run, without a warning."""
+    kube_cluster.install_crds(operator_crds())
+    ns = "monitoring-dry-run"
+    kube_cluster.kubectl("create", "namespace", ns, check=False)
+    values = {
+        "metrics.serviceMonitor.enabled": True,
+        "metrics.prometheusRule.enabled": True,
+        "metrics.grafanaDashboard.enabled": True,
+        "metrics.prometheusRule.runbookBaseUrl": "https://git.example/mc/-/blob/main",
+    }
+    rendered = run_helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        ns,
+        *set_args(values),
+        "--show-only",
+        "templates/servicemonitor.yaml",
+        "--show-only",
+        "templates/prometheusrule.yaml",
+        "--show-only",
+        "templates/grafana-dashboard.yaml",
+    ).stdout
+    out = kube_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=chart-test",
+        "-f",
+        "-",
+        input=rendered,
+    )
+    assert "Warning" not in out.stderr, out.stderr
+    assert out.stdout.count("(server dry run)") == 3, out.stdout
