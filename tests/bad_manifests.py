@@ -138,7 +138,48 @@ VAR = _job(
     },
 )
 
-GOOD_JOBS: list[Manifest] = [EUROPEAN_MINIMAL, ASIAN_SPEC_EXAMPLE, BARRIER, BASKET, VAR]
+# Worker placement: every field of spec.workerTemplate (Kubernetes' own schemas).
+WORKER_TEMPLATE: dict[str, Any] = {
+    "nodeSelector": {"pool": "compute"},
+    "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}
+                ]
+            }
+        },
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 50,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"team": "rates"}},
+                    },
+                }
+            ]
+        },
+    },
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"montecarlo.io/job": "placed"}},
+        }
+    ],
+    "serviceAccountName": "mc-workers",
+    "imagePullSecrets": [{"name": "regcred"}],
+    "labels": {"team": "rates"},
+    "annotations": {"example.com/owner": "rates desk"},
+}
+PLACED = _job(
+    "placed", {**copy.deepcopy(EUROPEAN_MINIMAL["spec"]), "workerTemplate": WORKER_TEMPLATE}
+)
+
+GOOD_JOBS: list[Manifest] = [EUROPEAN_MINIMAL, ASIAN_SPEC_EXAMPLE, BARRIER, BASKET, VAR, PLACED]
 
 # The PerfTuning of SPEC.md; its values are also the CRD's defaults.
 PERFTUNING_SPEC_EXAMPLE = _tuning(
@@ -170,7 +211,8 @@ PERFTUNING_SPEC_EXAMPLE = _tuning(
     },
 )
 PERFTUNING_EMPTY = _tuning("empty", {})
-GOOD_TUNINGS: list[Manifest] = [PERFTUNING_SPEC_EXAMPLE, PERFTUNING_EMPTY]
+PERFTUNING_PLACEMENT = _tuning("placement", {"workers": {"template": WORKER_TEMPLATE}})
+GOOD_TUNINGS: list[Manifest] = [PERFTUNING_SPEC_EXAMPLE, PERFTUNING_EMPTY, PERFTUNING_PLACEMENT]
 
 
 # --------------------------------------------------------------------------- building bad ones
@@ -196,9 +238,51 @@ def changed(base: Manifest, name: str, **changes: Any) -> Manifest:
     return doc
 
 
-E, A, B, K, V = EUROPEAN_MINIMAL, ASIAN_SPEC_EXAMPLE, BARRIER, BASKET, VAR
+E, A, B, K, V, P = EUROPEAN_MINIMAL, ASIAN_SPEC_EXAMPLE, BARRIER, BASKET, VAR, PLACED
 
 BAD_JOBS: list[BadCase] = [
+    # worker placement: Kubernetes' own schemas, and the operator's labels kept
+    (
+        "tolerations-not-a-list",
+        changed(P, "tol-map", spec__workerTemplate__tolerations={"key": "spot"}),
+        "spec.workerTemplate.tolerations",
+        "must be of type array",
+    ),
+    (
+        "node-affinity-without-terms",
+        changed(
+            P,
+            "aff-no-terms",
+            spec__workerTemplate__affinity={
+                "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}
+            },
+        ),
+        "spec.workerTemplate.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms",
+        "Required value",
+    ),
+    (
+        "spread-without-when-unsatisfiable",
+        changed(
+            P,
+            "spread-no-when",
+            spec__workerTemplate__topologySpreadConstraints=[{"maxSkew": 1, "topologyKey": "zone"}],
+        ),
+        "spec.workerTemplate.topologySpreadConstraints[0].whenUnsatisfiable",
+        "Required value",
+    ),
+    (
+        "pod-field-outside-the-template",
+        changed(P, "host-network", spec__workerTemplate__hostNetwork=True),
+        "spec.workerTemplate.hostNetwork",
+        "unknown field",
+    ),
+    (
+        "worker-label-overrides-the-operator",
+        changed(P, "label-job", spec__workerTemplate__labels={"montecarlo.io/job": "other"}),
+        "spec.workerTemplate.labels",
+        "labels may not set the operator's labels",
+    ),
     # structure and types
     ("no-model", changed(E, "no-model", spec__model=DELETE), "spec.model", "Required value"),
     (
@@ -615,6 +699,26 @@ BAD_JOBS: list[BadCase] = [
 ]
 
 BAD_TUNINGS: list[BadCase] = [
+    (
+        "template-toleration-seconds-as-string",
+        changed(
+            PERFTUNING_PLACEMENT,
+            "tol-seconds",
+            spec__workers__template__tolerations=[{"key": "spot", "tolerationSeconds": "60"}],
+        ),
+        "spec.workers.template.tolerations[0].tolerationSeconds",
+        "must be of type integer",
+    ),
+    (
+        "template-label-overrides-the-operator",
+        changed(
+            PERFTUNING_PLACEMENT,
+            "label-tuning",
+            spec__workers__template__labels={"app.kubernetes.io/managed-by": "me"},
+        ),
+        "spec.workers.template.labels",
+        "labels may not set the operator's labels",
+    ),
     (
         "pool-size-zero",
         changed(PERFTUNING_EMPTY, "pool-zero", spec={"postgres": {"poolSize": 0}}),

@@ -249,6 +249,37 @@ def test_external_services_come_from_the_named_secrets() -> None:
     }
 
 
+def test_worker_placement_values_feed_the_default_perftuning() -> None:
+    toleration = {"key": "spot", "operator": "Exists", "effect": "NoSchedule"}
+    docs = render(
+        {
+            "imagePullSecrets": [{"name": "operator-pull"}],
+            "worker.nodeSelector": {"pool": "compute"},
+            "worker.tolerations": [toleration],
+            "worker.serviceAccountName": "mc-workers",
+            "worker.podLabels": {"team": "rates"},
+            "perfTuning.spec": {
+                "workers": {"maxConcurrentJobs": 3, "template": {"labels": {"a": "b"}}}
+            },
+        }
+    )
+    workers = one(docs, "PerfTuning", "default")["spec"]["workers"]
+    assert workers == {
+        "maxConcurrentJobs": 3,
+        "template": {
+            "imagePullSecrets": [{"name": "operator-pull"}],  # the operator's: the same image
+            "nodeSelector": {"pool": "compute"},
+            "tolerations": [toleration],
+            "serviceAccountName": "mc-workers",
+            "labels": {"team": "rates", "a": "b"},
+        },
+    }
+    own = render({"imagePullSecrets": [{"name": "op"}], "worker.imagePullSecrets": [{"name": "w"}]})
+    template = one(own, "PerfTuning", "default")["spec"]["workers"]["template"]
+    assert template == {"imagePullSecrets": [{"name": "w"}]}
+    assert "workers" not in one(render(), "PerfTuning", "default")["spec"]
+
+
 def test_watch_namespaces_get_roles_and_the_cluster_role_keeps_cluster_reads_only() -> None:
     docs = render(MATRIX["watch-namespaces"])
     roles = by_kind(docs, "Role")
@@ -305,6 +336,8 @@ BAD_VALUES = [
     ({"metrics.service.type": "Ingress"}, "/metrics/service/type"),
     ({"operator.resources": {"requests": {"cpu": "a lot"}}}, "/operator/resources/requests/cpu"),
     ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+    ({"worker.tolerations": {"key": "spot"}}, "/worker/tolerations"),
+    ({"worker.serviceAccountName": "Not A Name"}, "/worker/serviceAccountName"),
 ]
 
 

@@ -114,6 +114,7 @@ def test_immutable_fields_are_refused_and_operational_ones_change(
         "priority": {"priority": "critical"},
         "priorityClassName": {"priorityClassName": "other-class"},
         "resources": {"resources": {"requests": {"cpu": "2"}}},
+        "workerTemplate": {"workerTemplate": {"nodeSelector": {"pool": "other"}}},
     }
     for field, patch in refused.items():
         result = kube_cluster.kubectl(

@@ -135,6 +135,26 @@ def test_admission_never_exceeds_the_limit() -> None:
     assert admission.may_start("w", entries, limit=3) == (False, 1)
 
 
+def test_a_waiting_job_is_told_who_is_ahead_and_why() -> None:
+    entries = [_entry(f"r{i}", 1, "2025", holds=True) for i in range(10)] + [
+        _entry("crit", 3, "2026-01-03"),
+        _entry("high", 2, "2026-01-01"),
+        _entry("me", 1, "2026-01-02"),
+        _entry("later", 1, "2026-01-04"),
+        _entry("low", 0, "2026-01-01"),
+    ]
+    report = admission.queue_report("me", entries, limit=10)
+    assert (report.position, report.admitted) == (3, False)
+    assert report.message() == (
+        "2 jobs ahead (1 critical, 1 high); 10 of 10 running (workers.maxConcurrentJobs)"
+    )
+    first = admission.queue_report("crit", entries, limit=10)
+    assert first.position == 1
+    assert first.message() == "next in line; 10 of 10 running (workers.maxConcurrentJobs)"
+    one = admission.queue_report("high", entries, limit=10).message()
+    assert one.startswith("1 job ahead (1 critical);")
+
+
 def test_condition_transition_time_moves_only_on_status_change() -> None:
     c1 = conditions.set_condition([], "Running", True, "A", "m", 1, now="t1")
     c2 = conditions.set_condition(c1, "Running", True, "B", "m2", 2, now="t2")
@@ -245,3 +265,67 @@ def test_silent_pods_are_those_that_reported_then_went_quiet() -> None:
     lost = job_status.silent_pods(reports, pods, now=t0 + 100, heartbeat_interval=30)
     assert [(shard, name) for shard, name, _ in lost] == [(0, "p0")]
     assert job_status.silent_pods(reports, pods, now=t0 + 80, heartbeat_interval=30) == []
+
+
+# --------------------------------------------------------------------------- worker placement
+
+
+def _placed_job(tuning_template: dict[str, Any], job_template: dict[str, Any] | None) -> Any:
+    tuning = tuning_from_spec("default", {"workers": {"template": tuning_template}})
+    spec = _spec() if job_template is None else _spec(workerTemplate=job_template)
+    return builders.build_worker_job(REF, spec, "sha256:00", tuning, "montecarlo-high", "img:1")
+
+
+def test_the_namespace_default_placement_reaches_the_pods() -> None:
+    template = {
+        "nodeSelector": {"pool": "compute"},
+        "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}],
+        "serviceAccountName": "mc-workers",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "labels": {"team": "rates"},
+        "annotations": {"example.com/owner": "rates"},
+    }
+    pod = _placed_job(template, None)["spec"]["template"]
+    assert pod["spec"]["nodeSelector"] == {"pool": "compute"}
+    assert pod["spec"]["tolerations"] == template["tolerations"]
+    assert pod["spec"]["serviceAccountName"] == "mc-workers"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["spec"]["automountServiceAccountToken"] is False  # a named account gets no token
+    assert pod["metadata"]["labels"]["team"] == "rates"
+    assert pod["metadata"]["labels"][naming.JOB_LABEL] == "spx-asian"
+    assert pod["metadata"]["annotations"] == {"example.com/owner": "rates"}
+
+
+def test_the_jobs_placement_wins_field_by_field() -> None:
+    default = {
+        "nodeSelector": {"pool": "compute"},
+        "tolerations": [{"key": "spot", "operator": "Exists"}],
+        "labels": {"team": "rates", "tier": "batch"},
+    }
+    own = {
+        "tolerations": [{"key": "gpu", "operator": "Exists"}],
+        "labels": {"tier": "urgent"},
+        "affinity": {"nodeAffinity": {}},
+    }
+    pod = _placed_job(default, own)["spec"]["template"]
+    assert pod["spec"]["nodeSelector"] == {"pool": "compute"}  # not given by the job: inherited
+    assert pod["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists"}]  # replaced whole
+    assert pod["spec"]["affinity"] == {"nodeAffinity": {}}
+    labels = pod["metadata"]["labels"]
+    assert (labels["team"], labels["tier"]) == ("rates", "urgent")  # merged key by key
+
+
+def test_the_operators_labels_win_and_placement_stays_out_of_the_engines_spec() -> None:
+    job = _placed_job({}, {"labels": {naming.JOB_LABEL: "other", "team": "fx"}})
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels[naming.JOB_LABEL] == "spx-asian" and labels["team"] == "fx"
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert "workerTemplate" not in env["MCOP_SPEC"]
+
+
+def test_no_template_changes_nothing() -> None:
+    plain = _job()
+    assert _placed_job({}, None) == plain
+    assert "nodeSelector" not in plain["spec"]["template"]["spec"]

@@ -241,6 +241,7 @@ IMMUTABLE_CHANGES = [
     ("priority", {"spec__priority": "critical"}),
     ("priorityClassName", {"spec__priorityClassName": "other-class"}),
     ("resources", {"spec__resources__requests__cpu": "2"}),
+    ("workerTemplate", {"spec__workerTemplate": {"nodeSelector": {"pool": "other"}}}),
 ]
 
 

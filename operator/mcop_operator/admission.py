@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from .priority import PRIORITIES
+
 
 @dataclasses.dataclass(frozen=True)
 class QueueEntry:
@@ -37,12 +39,46 @@ def merge_local(entries: Iterable[QueueEntry], admitted_here: set[str]) -> list[
 
 def may_start(uid: str, entries: Iterable[QueueEntry], limit: int) -> tuple[bool, int]:
     """(admitted now?, position in the queue counting from 1) for the waiting job ``uid``."""
+    report = queue_report(uid, entries, limit)
+    return report.admitted, report.position
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueReport:
+    """Why a waiting job waits: who is ahead of it, and how full the namespace is."""
+
+    position: int  # 1 = next
+    ahead: tuple[int, ...]  # waiting jobs ahead of it, by rank (index = rank, as PRIORITIES)
+    running: int  # jobs holding a slot, this one excluded
+    limit: int
+
+    @property
+    def admitted(self) -> bool:
+        return self.position <= max(self.limit - self.running, 0)
+
+    def message(self) -> str:
+        """"2 jobs ahead (1 critical, 1 high); 10 of 10 running (workers.maxConcurrentJobs)"."""
+        total = sum(self.ahead)
+        if total == 0:
+            head = "next in line"
+        else:
+            by_rank = ", ".join(
+                f"{n} {PRIORITIES[rank]}" for rank, n in reversed(list(enumerate(self.ahead))) if n
+            )
+            head = f"{total} job{'s' if total != 1 else ''} ahead ({by_rank})"
+        return f"{head}; {self.running} of {self.limit} running (workers.maxConcurrentJobs)"
+
+
+def queue_report(uid: str, entries: Iterable[QueueEntry], limit: int) -> QueueReport:
+    """The waiting job ``uid``'s place: what may_start decides on, spelled out."""
     entries = list(entries)
     running = sum(1 for e in entries if e.holds_slot and e.uid != uid)
     waiting = sorted((e for e in entries if not e.admitted or e.uid == uid), key=queue_order)
-    position = next((i for i, e in enumerate(waiting) if e.uid == uid), len(waiting)) + 1
-    free = max(limit - running, 0)
-    return position <= free, position
+    index = next((i for i, e in enumerate(waiting) if e.uid == uid), len(waiting))
+    ahead = [0] * len(PRIORITIES)
+    for e in waiting[:index]:
+        ahead[min(max(e.rank, 0), len(PRIORITIES) - 1)] += 1
+    return QueueReport(index + 1, tuple(ahead), running, limit)
 
 
 def job_counts(entries: Iterable[QueueEntry]) -> dict[str, int]:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .naming import API_VERSION, JOB_KIND, WORKER_CONTAINER, child_labels, worker_job_name
+from .placement import apply_template, merge_templates
 from .tuning import Tuning
 
 WORKER_UID = 10001
@@ -59,7 +60,12 @@ def worker_env(
         "MCOP_JOB_UID": job.uid,
         "MCOP_JOB_NAMESPACE": job.namespace,
         "MCOP_JOB_NAME": job.name,
-        "MCOP_SPEC": json.dumps(dict(spec), sort_keys=True, separators=(",", ":")),
+        # Placement is the pods' business, not the engine's.
+        "MCOP_SPEC": json.dumps(
+            {k: v for k, v in spec.items() if k != "workerTemplate"},
+            sort_keys=True,
+            separators=(",", ":"),
+        ),
         "MCOP_SPEC_HASH": spec_hash,
         "MCOP_SHARDS": str(spec.get("shards", 1)),
         # The root filesystem is read-only: numba and Python caches go to the /tmp volume.
@@ -108,6 +114,22 @@ def build_worker_job(
     }
     if spec.get("resources"):
         container["resources"] = dict(spec["resources"])
+    pod_template: dict[str, Any] = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "priorityClassName": priority_class,
+            # Workers never call the Kubernetes API: no token in their pods.
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": restricted_pod_security(),
+            "containers": [container],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+            "terminationGracePeriodSeconds": 10,
+        },
+    }
+    placement = merge_templates(tuning.workers.template, spec.get("workerTemplate"))
+    apply_template(pod_template, placement, labels)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -126,19 +148,6 @@ def build_worker_job(
             "activeDeadlineSeconds": int(timeout),
             "ttlSecondsAfterFinished": int(spec.get("ttlSecondsAfterFinished", 86400)),
             "suspend": bool(spec.get("suspend", False)),
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "priorityClassName": priority_class,
-                    # Workers never call the Kubernetes API: no token in their pods.
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": restricted_pod_security(),
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
-                    "terminationGracePeriodSeconds": 10,
-                },
-            },
+            "template": pod_template,
         },
     }

@@ -38,6 +38,10 @@ class OwnedByAnother(Exception):
     """An object with the deterministic name exists but belongs to someone else."""
 
 
+class Refused(Exception):
+    """The API server refused an object as invalid (422): retrying the same object cannot help."""
+
+
 def load_config() -> None:
     """In a pod: the ServiceAccount; elsewhere: KUBECONFIG or ~/.kube/config."""
     try:
@@ -49,6 +53,14 @@ def load_config() -> None:
 def _json(response: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(response.data)
     return data
+
+
+def _api_message(exc: ApiException) -> str:
+    """The API server's own words (its Status message), not the client's dump of the response."""
+    try:
+        return str(json.loads(exc.body or b"{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
 
 
 class KubeApi:
@@ -119,6 +131,8 @@ class KubeApi:
         try:
             return await self._call(self.batch.create_namespaced_job, namespace, dict(body))
         except ApiException as exc:
+            if exc.status == 422:  # e.g. a worker template the pod validation refuses
+                raise Refused(_api_message(exc)) from None
             if exc.status != 409:
                 raise
         existing = await self.get_job(namespace, name)
@@ -181,4 +195,4 @@ class KubeApi:
         return await self.patch_status(TUNING_PLURAL, namespace, name, status)
 
 
-__all__ = ["KubeApi", "OwnedByAnother", "SecretProblem", "load_config"]
+__all__ = ["KubeApi", "OwnedByAnother", "Refused", "SecretProblem", "load_config"]

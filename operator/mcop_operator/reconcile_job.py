@@ -15,12 +15,12 @@ from mcop_worker.model.errors import ManifestError
 from mcop_worker.model.spec import JobSpec
 
 from . import job_status, metrics, naming, numbers
-from .admission import QueueEntry, may_start
+from .admission import QueueEntry, queue_report
 from .builders import JobRef, build_worker_job
 from .conditions import get_condition, now_rfc3339, set_condition
 from .config import OperatorConfig
 from .connections import ConnectionRegistry, Services
-from .kube import KubeApi, OwnedByAnother, SecretProblem
+from .kube import KubeApi, OwnedByAnother, Refused, SecretProblem
 from .priority import priority_class_name
 
 log = logging.getLogger(__name__)
@@ -276,22 +276,21 @@ class _Step:
             )
         async with o.admit_lock(o.ref.namespace):
             limit = services.tuning.workers.max_concurrent_jobs
-            admitted, position = may_start(o.ref.uid, o.queue(o.ref.namespace), limit)
-            if not admitted:
+            report = queue_report(o.ref.uid, o.queue(o.ref.namespace), limit)
+            if not report.admitted:
+                # Written only when it changes (an admission, a job finishing or arriving ahead):
+                # an unchanged status makes no API call.
                 self.phase("Queued")
-                self.condition(
-                    "Admitted",
-                    False,
-                    "QueuedByConcurrencyLimit",
-                    f"{limit} jobs already run in this namespace (workers.maxConcurrentJobs); "
-                    f"position {position} in the queue",
-                )
+                self.status["queuePosition"] = report.position
+                self.condition("Admitted", False, "QueuedByConcurrencyLimit", report.message())
                 return Outcome(delay=o.config.waiting_interval_seconds)
             # The slot is taken in memory at once, so the jobs deciding next count it, and the
             # status write is made after the lock: admissions do not queue behind each other's
             # API calls (100 jobs applied at once waited up to 40 s for the lock).
             o.admitted_here.add(o.ref.uid)
         self.condition("Admitted", True, "Admitted", "the job may start")
+        if self.status.get("queuePosition") is not None:
+            self.status["queuePosition"] = None  # merge patch: removes the field
         # Written before the worker Job exists, so a restart never loses the slot.
         self.status["workerJob"] = naming.worker_job_name(o.ref.name)
         try:
@@ -351,6 +350,12 @@ class _Step:
                 worker = await o.kube.ensure_job(body, o.ref.uid)
             except OwnedByAnother as exc:
                 return self.fail("WorkerJobConflict", str(exc))
+            except Refused as exc:
+                return self.fail(
+                    "WorkerJobInvalid",
+                    f"the API server refused the worker Job ({exc}): check spec.workerTemplate "
+                    "and the PerfTuning's spec.workers.template",
+                )
             o.event(
                 "Normal",
                 "WorkersCreated",

@@ -37,6 +37,8 @@ class WorkerLimits:
     max_concurrent_jobs: int
     job_timeout_seconds: int
     heartbeat_interval_seconds: int
+    # spec.workers.template: the namespace's default placement of worker pods (placement.py)
+    template: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +109,7 @@ def tuning_from_spec(name: str, spec: Mapping[str, Any] | None) -> Tuning:
             max_concurrent_jobs=workers["maxConcurrentJobs"],
             job_timeout_seconds=workers["jobTimeoutSeconds"],
             heartbeat_interval_seconds=workers["heartbeatIntervalSeconds"],
+            template=workers.get("template") or {},
         ),
         metrics=MetricsSettings(
             interval_seconds=metrics["intervalSeconds"],
