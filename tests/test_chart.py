@@ -280,6 +280,28 @@ def test_worker_placement_values_feed_the_default_perftuning() -> None:
     assert "workers" not in one(render(), "PerfTuning", "default")["spec"]
 
 
+def _operator_env(docs: list[Any]) -> dict[str, Any]:
+    container = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_the_default_connection_is_the_charts_secrets_and_switchable_off() -> None:
+    env = _operator_env(render(MATRIX["customised"]))
+    assert env["MCOP_DEFAULT_CONNECTION_NAMESPACE"] == "mcop"
+    assert env["MCOP_DEFAULT_REDIS_SECRET"] == "shared-redis/connection"
+    assert env["MCOP_DEFAULT_POSTGRES_SECRET"] == "shared-pg/uri"
+    assert ("secrets", "create") in rendered_rules(render(), "ClusterRole")
+    off = render({"defaultConnection.enabled": False})
+    assert "MCOP_DEFAULT_CONNECTION_NAMESPACE" not in _operator_env(off)
+    assert ("secrets", "create") not in rendered_rules(off, "ClusterRole")
+    # Watching other namespaces only: the operator may not read its own namespace's Secrets.
+    assert "MCOP_DEFAULT_CONNECTION_NAMESPACE" not in _operator_env(
+        render(MATRIX["watch-namespaces"])
+    )
+    watched = render({"watchNamespaces": ["mcop", "desk-a"]})
+    assert _operator_env(watched)["MCOP_DEFAULT_CONNECTION_NAMESPACE"] == "mcop"
+
+
 def test_watch_namespaces_get_roles_and_the_cluster_role_keeps_cluster_reads_only() -> None:
     docs = render(MATRIX["watch-namespaces"])
     roles = by_kind(docs, "Role")
@@ -432,7 +454,9 @@ def requests_of(cluster: KubeCluster, user: str) -> tuple[set[tuple[str, str]], 
 
 # Granted but only used on paths these tests do not take: suspend/resume patches the worker Job,
 # a shard silent for three heartbeats gets its pod deleted (tests/test_operator_jobs.py).
-RARELY_USED = {("jobs.batch", "patch"), ("pods", "delete")}
+# Used only on paths these tests do not take (suspend, a silent shard, a namespace without Secrets);
+# the operator's own end-to-end tests take them.
+RARELY_USED = {("jobs.batch", "patch"), ("pods", "delete"), ("secrets", "create")}
 
 
 def assert_used_as_documented(

@@ -1,12 +1,16 @@
 """Fitting the platform, end to end against the real operator, control plane, PostgreSQL and Redis:
-worker placement (PerfTuning default under the job's own template) and the visible queue."""
+worker placement (PerfTuning default under the job's own template), the visible queue, and the
+operator's default connection for namespaces without Secrets."""
 
 from __future__ import annotations
 
 import json
+import uuid
+from pathlib import Path
 from typing import Any
 
-from operator_harness import JobsHarness, wait_for
+from mcop_devcluster.ports import free_port
+from operator_harness import JobsHarness, running_operator, secret_manifest, wait_for
 from test_operator_jobs import EUROPEAN, spec
 from test_operator_tuning import tuning, wait_tuning
 
@@ -118,3 +122,62 @@ def test_a_queued_job_says_who_is_ahead_and_the_position_follows_admissions(
     jobs.wait_phase("critical", "Succeeded")
     final = jobs.wait_phase("normal", "Succeeded")
     assert "queuePosition" not in final
+
+
+def test_a_namespace_without_secrets_runs_on_the_operators_default_connection(
+    cluster_with_crds: Any, namespace: str, pg_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    # The operator's own namespace holds the chart's Secrets; the team's namespace has nothing.
+    home = f"mcop-home-{uuid.uuid4().hex[:8]}"
+    rest = cluster_with_crds.rest()
+    rest.create("/api/v1/namespaces", {"metadata": {"name": home, "labels": {"mcop-test": "true"}}})
+    try:
+        for doc in (
+            secret_manifest(home, "montecarlo-redis", "url", redis_url),
+            secret_manifest(home, "montecarlo-postgres", "dsn", pg_dsn),
+        ):
+            cluster_with_crds.kubectl("apply", "-f", "-", input=json.dumps(doc))
+        env = {"MCOP_METRICS_PORT": str(free_port()), "MCOP_DEFAULT_CONNECTION_NAMESPACE": home}
+        kubeconfig = str(cluster_with_crds.kubeconfig)
+        with running_operator(kubeconfig, namespace, tmp_path / "operator.log", **env) as op:
+            jobs = JobsHarness(cluster_with_crds, namespace, op)
+            jobs.create_job("shared", spec(EUROPEAN, cache=False))
+            status = jobs.wait_phase("shared", "Succeeded", "Failed")
+            assert status["phase"] == "Succeeded", status
+            cond = jobs.condition("shared", "DefaultConnection")
+            assert cond and cond["status"] == "True" and cond["reason"] == "OperatorDefault"
+            assert f"in namespace {home}" in cond["message"]
+            # The workers read a copy in their own namespace, owned by the job (gone with it).
+            copy = jobs.get("secret", "shared-connection")
+            assert copy is not None
+            owner = copy["metadata"]["ownerReferences"][0]
+            assert owner["uid"] == jobs.job("shared")["metadata"]["uid"]
+            worker = jobs.get("job", status["workerJob"])
+            assert worker is not None
+            env_refs = {
+                e["name"]: e["valueFrom"]["secretKeyRef"]
+                for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]
+                if "valueFrom" in e
+            }
+            assert env_refs["MCOP_POSTGRES_DSN"] == {
+                "name": "shared-connection",
+                "key": "postgres-dsn",
+            }
+            assert env_refs["MCOP_REDIS_URL"] == {"name": "shared-connection", "key": "redis-url"}
+            # No secret value in the status, the events or the log.
+            text = json.dumps(jobs.job("shared")) + json.dumps(jobs.events("shared")) + op.log()
+            assert pg_dsn not in text and redis_url not in text
+        # Switched off (no MCOP_DEFAULT_CONNECTION_NAMESPACE): the namespace must bring its own.
+        port = str(free_port())
+        with running_operator(
+            kubeconfig, namespace, tmp_path / "operator2.log", MCOP_METRICS_PORT=port
+        ) as op:
+            jobs = JobsHarness(cluster_with_crds, namespace, op)
+            jobs.create_job("own", spec(EUROPEAN, cache=False, seed=3))
+            wait_for(
+                lambda: (jobs.condition("own", "Admitted") or {}).get("reason") == "SecretNotFound",
+                timeout=60,
+                what="own waits for its namespace's Secrets",
+            )
+    finally:
+        rest.delete(f"/api/v1/namespaces/{home}", {"propagationPolicy": "Background"})

@@ -329,3 +329,35 @@ def test_no_template_changes_nothing() -> None:
     plain = _job()
     assert _placed_job({}, None) == plain
     assert "nodeSelector" not in plain["spec"]["template"]["spec"]
+
+
+# --------------------------------------------------------------------------- default connection
+
+
+def test_the_default_connection_is_read_from_the_environment() -> None:
+    from mcop_operator.config import DefaultConnection, OperatorConfig
+
+    assert OperatorConfig.from_env({}).default_connection is None
+    default = OperatorConfig.from_env(
+        {"MCOP_DEFAULT_CONNECTION_NAMESPACE": "mcop", "MCOP_DEFAULT_REDIS_SECRET": "r/url"}
+    ).default_connection
+    assert default == DefaultConnection("mcop", ("r", "url"), ("montecarlo-postgres", "dsn"))
+    with pytest.raises(ValueError, match="SECRET/KEY"):
+        DefaultConnection.from_env(
+            {"MCOP_DEFAULT_CONNECTION_NAMESPACE": "mcop", "MCOP_DEFAULT_REDIS_SECRET": "r"}
+        )
+
+
+def test_workers_on_the_default_connection_read_the_jobs_own_copy() -> None:
+    secret = builders.build_connection_secret(REF, {"redis-url": "u", "postgres-dsn": "d"})
+    assert secret["metadata"]["name"] == "spx-asian-connection"
+    assert secret["metadata"]["namespace"] == "quants"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == REF.uid
+    tuning = builders.on_connection_secret(tuning_from_spec("default", None), REF)
+    job = builders.build_worker_job(REF, _spec(), "sha256:00", tuning, "montecarlo-high", "img:1")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MCOP_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "spx-asian-connection",
+        "key": "postgres-dsn",
+    }
+    assert env["MCOP_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "spx-asian-connection"

@@ -57,7 +57,7 @@ class QueueReport:
         return self.position <= max(self.limit - self.running, 0)
 
     def message(self) -> str:
-        """"2 jobs ahead (1 critical, 1 high); 10 of 10 running (workers.maxConcurrentJobs)"."""
+        """ "2 jobs ahead (1 critical, 1 high); 10 of 10 running (workers.maxConcurrentJobs)"."""
         total = sum(self.ahead)
         if total == 0:
             head = "next in line"

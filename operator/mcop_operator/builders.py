@@ -7,9 +7,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .naming import API_VERSION, JOB_KIND, WORKER_CONTAINER, child_labels, worker_job_name
+from .naming import (
+    API_VERSION,
+    JOB_KIND,
+    WORKER_CONTAINER,
+    child_labels,
+    connection_secret_name,
+    worker_job_name,
+)
 from .placement import apply_template, merge_templates
-from .tuning import Tuning
+from .tuning import SecretKeyRef, Tuning
 
 WORKER_UID = 10001
 
@@ -87,6 +94,35 @@ def worker_env(
 
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def build_connection_secret(job: JobRef, values: Mapping[str, str]) -> dict[str, Any]:
+    """The operator's default connection, copied for one job's worker pods (owned by the job, so
+    it goes with it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": connection_secret_name(job.name),
+            "namespace": job.namespace,
+            "labels": child_labels(job.name),
+            "ownerReferences": [owner_reference(job)],
+        },
+        "stringData": dict(values),
+    }
+
+
+def on_connection_secret(tuning: Tuning, job: JobRef) -> Tuning:
+    """``tuning`` with its Secret references pointing at the job's copy of the connection."""
+    name = connection_secret_name(job.name)
+    return dataclasses.replace(
+        tuning,
+        redis=dataclasses.replace(tuning.redis, url_secret=SecretKeyRef(name, "redis-url")),
+        postgres=dataclasses.replace(
+            tuning.postgres, dsn_secret=SecretKeyRef(name, "postgres-dsn")
+        ),
+    )
 
 
 def build_worker_job(

@@ -7,6 +7,33 @@ import os
 
 
 @dataclasses.dataclass(frozen=True)
+class DefaultConnection:
+    """The chart's Redis and PostgreSQL, read from the operator's own namespace, for namespaces
+    that have neither a PerfTuning nor Secrets of their own."""
+
+    namespace: str
+    redis_secret: tuple[str, str]  # (Secret name, key)
+    postgres_secret: tuple[str, str]
+
+    @classmethod
+    def from_env(cls, e: dict[str, str]) -> DefaultConnection | None:
+        namespace = e.get("MCOP_DEFAULT_CONNECTION_NAMESPACE", "")
+        if not namespace:
+            return None
+        redis = e.get("MCOP_DEFAULT_REDIS_SECRET", "montecarlo-redis/url")
+        postgres = e.get("MCOP_DEFAULT_POSTGRES_SECRET", "montecarlo-postgres/dsn")
+        return cls(namespace, _name_key(redis), _name_key(postgres))
+
+
+def _name_key(text: str) -> tuple[str, str]:
+    """ "name/key" (neither a Secret's name nor a key can hold a slash)."""
+    name, _, key = text.partition("/")
+    if not name or not key:
+        raise ValueError(f"expected SECRET/KEY, not {text!r}")
+    return name, key
+
+
+@dataclasses.dataclass(frozen=True)
 class OperatorConfig:
     worker_image: str
     worker_image_pull_policy: str
@@ -23,6 +50,8 @@ class OperatorConfig:
     # Where /metrics listens: all interfaces in a pod (Prometheus scrapes the pod IP); tests
     # running the operator as a local process bind 127.0.0.1.
     metrics_address: str = "0.0.0.0"
+    # None: every namespace brings its own Secrets (or a PerfTuning naming them).
+    default_connection: DefaultConnection | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -36,4 +65,5 @@ class OperatorConfig:
             metrics_port=int(e.get("MCOP_METRICS_PORT", "8080")),
             shard_retries=int(e.get("MCOP_SHARD_RETRIES", "3")),
             metrics_address=e.get("MCOP_METRICS_ADDRESS", "0.0.0.0"),
+            default_connection=DefaultConnection.from_env(e),
         )

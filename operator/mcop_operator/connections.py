@@ -20,7 +20,8 @@ from mcop_worker.storage.settings import redact
 
 from . import numbers
 from .builders import JobRef
-from .kube import KubeApi
+from .config import DefaultConnection
+from .kube import KubeApi, SecretProblem
 from .storage import jobs_db
 from .storage.redis_bus import OperatorBus
 from .tuning import Tuning, tuning_from_spec
@@ -45,9 +46,11 @@ def _db_errors() -> tuple[type[BaseException], ...]:
 class Services:
     """PostgreSQL and Redis as one PerfTuning configures them."""
 
-    def __init__(self, namespace: str, tuning: Tuning, kube: KubeApi) -> None:
-        self.namespace = namespace
+    def __init__(self, namespace: str, tuning: Tuning, kube: KubeApi, shared: bool = False) -> None:
+        self.namespace = namespace  # where the Secrets are read
         self.tuning = tuning
+        # The operator's default connection, serving namespaces without Secrets of their own.
+        self.shared = shared
         self._kube = kube
         self.pg: PgPool | None = None
         self.bus: OperatorBus | None = None
@@ -108,6 +111,11 @@ class Services:
                     log.warning("PostgreSQL %s unavailable: %s", redact(self._dsn), exc)
                     return None
         return self.pg
+
+    def connection(self) -> dict[str, str]:
+        """The Redis URL and PostgreSQL DSN, for the copy a shared connection's workers read."""
+        assert self._redis_url is not None and self._dsn is not None
+        return {"redis-url": self._redis_url, "postgres-dsn": self._dsn}
 
     def redis(self) -> OperatorBus:
         if self.bus is None:
@@ -205,9 +213,12 @@ class Services:
 class ConnectionRegistry:
     """One Services per (namespace, PerfTuning name), shared by every job that names it."""
 
-    def __init__(self, kube: KubeApi) -> None:
+    def __init__(self, kube: KubeApi, default: DefaultConnection | None = None) -> None:
         self._kube = kube
+        self.default = default
         self._services: dict[tuple[str, str], Services] = {}
+        # Namespaces seen without their Secrets a moment ago: not asked again on every pass.
+        self._no_secrets: dict[tuple[str, str], float] = {}
         self._lock = asyncio.Lock()
         self._typed: dict[tuple[str, str], tuple[str, Tuning]] = {}
 
@@ -217,20 +228,62 @@ class ConnectionRegistry:
         text = json.dumps(spec, sort_keys=True)
         typed = self._typed.get(key)
         if typed is None or typed[0] != text:
-            typed = self._typed[key] = (text, tuning_from_spec(key[1], spec))
+            typed = self._typed[key] = (text, tuning_from_spec(key[1] or "default", spec))
         return typed[1]
 
     async def for_tuning(
-        self, namespace: str, name: str, spec: Mapping[str, Any] | None
+        self,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any] | None,
+        shared: bool | None = None,
     ) -> Services:
+        """The Services of PerfTuning ``name`` (``spec`` None: it does not exist). ``shared``:
+        True for a job that started on the operator's default connection, False for one that
+        started on its namespace's own; None decides: the default connection serves where the
+        namespace has neither that PerfTuning nor the Secrets the built-in defaults name."""
+        if shared and self.default is not None:
+            return await self._shared()
+        auto = shared is None and spec is None and self.default is not None
         key = (namespace, name)
+        if auto and time.monotonic() - self._no_secrets.get(key, -RETRY_SECONDS) < RETRY_SECONDS:
+            return await self._shared()
+        services = await self._services_for(key, spec)
+        try:
+            await services.read_secrets()
+        except SecretProblem:
+            if not auto:
+                raise
+            self._no_secrets[key] = time.monotonic()
+            return await self._shared()
+        self._no_secrets.pop(key, None)
+        return services
+
+    async def _services_for(
+        self, key: tuple[str, str], spec: Mapping[str, Any] | None, shared: bool = False
+    ) -> Services:
         tuning = self._tuning(key, spec)
         async with self._lock:
             services = self._services.get(key)
             if services is None:
-                services = self._services[key] = Services(namespace, tuning, self._kube)
+                services = Services(key[0], tuning, self._kube, shared=shared)
+                self._services[key] = services
         if services.tuning != tuning:
             await services.retune(tuning)
+        return services
+
+    async def _shared(self) -> Services:
+        """One set of pools for every namespace on the default connection."""
+        d = self.default
+        assert d is not None
+        spec = {
+            "redis": {"urlSecretRef": {"name": d.redis_secret[0], "key": d.redis_secret[1]}},
+            "postgres": {
+                "dsnSecretRef": {"name": d.postgres_secret[0], "key": d.postgres_secret[1]}
+            },
+        }
+        # "" is no PerfTuning's name: the key cannot clash with the namespace's own.
+        services = await self._services_for((d.namespace, ""), spec, shared=True)
         await services.read_secrets()
         return services
 

@@ -146,6 +146,23 @@ class KubeApi:
             )
         return existing
 
+    async def ensure_secret(self, body: Mapping[str, Any], owner_uid: str) -> None:
+        """Create the Secret; a 409 is the copy made earlier, unless someone else owns that name."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            await self._call(self.core.create_namespaced_secret, namespace, dict(body))
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = await self._get_or_none(self.core.read_namespaced_secret, name, namespace)
+        owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+        if existing is not None and not any(o.get("uid") == owner_uid for o in owners):
+            raise OwnedByAnother(
+                f"Secret {namespace}/{name} exists and is not owned by this MonteCarloJob: "
+                "delete or rename it"
+            )
+
     async def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
         await self._call(
             self.batch.patch_namespaced_job, name, namespace, {"spec": {"suspend": suspend}}

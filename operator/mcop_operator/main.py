@@ -47,7 +47,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube = KubeApi()
     memo.config = config
     memo.kube = kube
-    memo.connections = ConnectionRegistry(kube)
+    memo.connections = ConnectionRegistry(kube, config.default_connection)
     memo.admit_locks = collections.defaultdict(asyncio.Lock)
     memo.admitted_here = set()  # uids admitted by this process, until the index shows them
     metrics.serve(config.metrics_port, config.metrics_address)

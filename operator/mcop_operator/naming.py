@@ -23,5 +23,11 @@ def worker_job_name(job_name: str) -> str:
     return f"{job_name[:44]}-workers"
 
 
+def connection_secret_name(job_name: str) -> str:
+    """The copy of the operator's default connection a job's worker pods read (namespaces without
+    Secrets of their own): Secret references cannot cross namespaces."""
+    return f"{job_name}-connection"
+
+
 def child_labels(job_name: str) -> dict[str, str]:
     return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, JOB_LABEL: job_name[:63]}

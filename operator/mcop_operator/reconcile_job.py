@@ -16,7 +16,7 @@ from mcop_worker.model.spec import JobSpec
 
 from . import job_status, metrics, naming, numbers
 from .admission import QueueEntry, queue_report
-from .builders import JobRef, build_worker_job
+from .builders import JobRef, build_connection_secret, build_worker_job, on_connection_secret
 from .conditions import get_condition, now_rfc3339, set_condition
 from .config import OperatorConfig
 from .connections import ConnectionRegistry, Services
@@ -225,10 +225,16 @@ class _Step:
         self.status["priorityClassName"] = pc_name
 
         # Where results go: the PerfTuning the job names (or the built-in defaults) and its Secrets.
+        started = bool(self.status.get("workerJob"))
+        on_default = get_condition(self.status["conditions"], "DefaultConnection")
         try:
             tuning_name = str(self.spec.get("tuningRef") or "default")
             services = await o.connections.for_tuning(
-                o.ref.namespace, tuning_name, o.tuning_spec(o.ref.namespace, tuning_name)
+                o.ref.namespace,
+                tuning_name,
+                o.tuning_spec(o.ref.namespace, tuning_name),
+                # A started job stays on the connection it started with: its blocks are there.
+                shared=(on_default is not None) if started else None,
             )
         except SecretProblem as exc:
             self.phase(self.status.get("phase") or "Pending")
@@ -236,8 +242,17 @@ class _Step:
             self.warn_once(f"secret:{exc}", "SecretNotFound", str(exc))
             return Outcome(delay=o.config.waiting_interval_seconds)
         self.warned_clear("secret:")
+        if services.shared:
+            d = services.tuning
+            self.condition(
+                "DefaultConnection",
+                True,
+                "OperatorDefault",
+                "no PerfTuning or Secrets of this namespace: results go to the operator's default "
+                f"Redis and PostgreSQL (Secrets {d.redis.url_secret.name} and "
+                f"{d.postgres.dsn_secret.name} in namespace {services.namespace})",
+            )
 
-        started = bool(self.status.get("workerJob"))
         if not started:
             outcome = await self.before_start(services, spec_hash, pc_name)
             if outcome is not None:
@@ -336,11 +351,19 @@ class _Step:
         worker = None if self.just_admitted else await o.kube.get_job(ns, worker_name)
         suspended = bool(self.spec.get("suspend", False))
         if worker is None:
+            tuning = services.tuning
+            if services.shared:  # the workers read a copy in their own namespace
+                secret = build_connection_secret(o.ref, services.connection())
+                try:
+                    await o.kube.ensure_secret(secret, o.ref.uid)
+                except OwnedByAnother as exc:
+                    return self.fail("WorkerJobConflict", str(exc))
+                tuning = on_connection_secret(tuning, o.ref)
             body = build_worker_job(
                 o.ref,
                 self.spec,
                 spec_hash,
-                services.tuning,
+                tuning,
                 pc_name,
                 o.config.worker_image,
                 o.config.worker_image_pull_policy,
