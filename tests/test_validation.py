@@ -360,7 +360,7 @@ def test_names_and_printer_columns_follow_the_contract() -> None:
     normal = [n for n, c in columns.items() if not c.get("priority")]
     assert normal == ["PHASE", "PROGRESS", "ESTIMATE", "STDERR", "PRIORITY", "AGE"]
     wide = [n for n, c in columns.items() if c.get("priority") == 1]
-    assert wide == ["PATHS", "SHARDS", "ETA"]
+    assert wide == ["QUEUE", "PATHS", "SHARDS", "ETA"]
 
     tuning = validation.load_crd(validation.TUNING_KIND)["spec"]
     assert tuning["names"]["plural"] == "perftunings" and tuning["names"]["shortNames"] == ["ptune"]
