@@ -244,7 +244,7 @@ BAD_JOBS: list[BadCase] = [
     # worker placement: Kubernetes' own schemas, and the operator's labels kept
     (
         "tolerations-not-a-list",
-        changed(P, "tol-map", spec__workerTemplate__tolerations={"key": "spot"}),
+        changed(P, "tol-string", spec__workerTemplate__tolerations="spot"),
         "spec.workerTemplate.tolerations",
         "must be of type array",
     ),
