@@ -17,7 +17,12 @@ COPY worker/ worker/
 COPY operator/ operator/
 # constraints.txt pins every dependency to the versions the test suite ran with, so two builds of
 # one commit carry the same numpy and numba (the numbers' bits depend on them).
-RUN pip wheel --constraint constraints.txt --wheel-dir /wheels .
+# The registry settings (index, certificate authority) of the machine that builds are mounted for
+# this step only, never stored in a layer: buildah/docker build --secret id=pip.conf,src=...
+# --secret id=pip-ca.crt,src=... (scripts/build-images does it); without them pip's defaults apply.
+RUN --mount=type=secret,id=pip.conf,target=/run/secrets/pip.conf \
+    --mount=type=secret,id=pip-ca.crt,target=/run/secrets/pip-ca.crt \
+    PIP_CONFIG_FILE=/run/secrets/pip.conf pip wheel --constraint constraints.txt --wheel-dir /wheels .
 
 # --- final: the installed package, no compiler, no sources, a non-root numeric user -------------
 FROM ${PYTHON_IMAGE}
@@ -29,7 +34,9 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    NUMBA_CACHE_DIR=/tmp/numba-cache
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    NUMBA_CPU_NAME=generic \
+    MCOP_NUMBA_SHIPPED_CACHE=/opt/mcop/numba-cache
 # Installed from the builder's wheels only (--no-index); the wheels are mounted, not copied, so
 # they leave no layer behind. pip compiles the bytecode now: the pods' root filesystem is read-only.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
@@ -37,6 +44,12 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     && groupadd --system --gid 10001 mcop \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
        --shell /usr/sbin/nologin mcop
+# The numba kernels, compiled now for a generic x86-64 CPU (NUMBA_CPU_NAME above) from one small
+# block of each example: a worker copies them into its writable NUMBA_CACHE_DIR at start instead
+# of compiling them (mcop_worker.programs.kernel_cache).
+RUN --mount=type=bind,source=examples,target=/tmp/examples \
+    NUMBA_CACHE_DIR=/opt/mcop/numba-cache \
+    python3 -m mcop_worker.programs.kernel_cache build /opt/mcop/numba-cache /tmp/examples/*.yaml
 # The same numbers as the chart's runAsUser and the worker pods' (mcop_operator.builders.WORKER_UID).
 USER 10001:10001
 WORKDIR /tmp

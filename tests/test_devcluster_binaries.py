@@ -27,6 +27,7 @@ def test_the_build_script_and_the_harness_use_the_same_folders(
         str(bin_dir / f"etcd-{binaries.ETCD_VERSION}"),
         str(bin_dir / f"kwok-{binaries.KWOK_VERSION}"),
         str(bin_dir / f"helm-{binaries.HELM_VERSION}"),
+        str(bin_dir / f"kubernetes-node-{binaries.KUBERNETES_VERSION}"),
     ]
 
 
@@ -36,6 +37,8 @@ def test_missing_programs_say_how_to_build_them(
     monkeypatch.setenv("MCOP_CACHE_DIR", str(tmp_path))
     with pytest.raises(binaries.MissingBinary, match="run scripts/build-control-plane"):
         binaries.control_plane_binaries()
+    with pytest.raises(binaries.MissingBinary, match=r"kubelet is not built.*build-control-plane"):
+        binaries.node_binaries()
 
 
 def test_kubectl_comes_from_the_virtualenv() -> None:

@@ -222,6 +222,22 @@ def test_pod_failure_summary_names_the_shard_and_exit_code() -> None:
     assert job_status.pod_failure_summary([pod]) == "shard 2: exit code 3 (Error): bad"
 
 
+def test_pod_failure_summary_of_an_oom_kill_names_the_field_to_raise() -> None:
+    pod = {
+        "metadata": {"annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+            ],
+        },
+    }
+    summary = job_status.pod_failure_summary([pod])
+    assert summary is not None
+    assert summary.startswith("shard 0: exit code 137 (OOMKilled): ")
+    assert "spec.resources.limits.memory" in summary
+
+
 def test_admissions_made_here_count_before_the_index_shows_them() -> None:
     entries = [_entry("a", 1, "2026-01-01"), _entry("b", 1, "2026-01-02")]
     merged = admission.merge_local(entries, {"a"})

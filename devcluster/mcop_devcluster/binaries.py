@@ -89,3 +89,41 @@ def control_plane_binaries() -> ControlPlaneBinaries:
         kwok_stages=kwok_dir / "stages",
         kubectl=kubectl_path(),
     )
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """A real node's programs: kubelet and kube-proxy (built), containerd, ctr, runc (Debian)."""
+
+    kubelet: Path
+    kube_proxy: Path
+    containerd: Path
+    ctr: Path
+    runc: Path
+
+
+NODE_PACKAGES_HINT = (
+    "run scripts/setup (it installs Debian's containerd, runc, CNI plugins, nftables)"
+)
+
+
+def _installed(program: str, folders: tuple[str, ...] = ("/usr/bin", "/usr/sbin")) -> Path:
+    for folder in folders:
+        path = Path(folder) / program
+        if os.access(path, os.X_OK):
+            return path
+    raise MissingBinary(f"{program} is not installed: {NODE_PACKAGES_HINT}")
+
+
+def node_binaries() -> NodeBinaries:
+    node = _program_dir("kubernetes-node", KUBERNETES_VERSION)
+    for plugin in ("bridge", "host-local", "loopback"):
+        _installed(plugin, ("/usr/lib/cni",))
+    _installed("nft")
+    return NodeBinaries(
+        kubelet=_built(node, "kubelet"),
+        kube_proxy=_built(node, "kube-proxy"),
+        containerd=_installed("containerd"),
+        ctr=_installed("ctr"),
+        runc=_installed("runc"),
+    )

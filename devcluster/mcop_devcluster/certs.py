@@ -125,9 +125,10 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def write_cluster_pki(folder: Path) -> ClusterPki:
-    """Writes a serving CA and the API server's certificate (localhost, 127.0.0.1), a client CA
-    and an admin client certificate (CN admin, O system:masters), and a service-account key pair."""
+def write_cluster_pki(folder: Path, extra_ips: tuple[str, ...] = ()) -> ClusterPki:
+    """Writes a serving CA and the API server's certificate (localhost, 127.0.0.1 and
+    ``extra_ips``), a client CA and an admin client certificate (CN admin, O system:masters), and
+    a service-account key pair."""
     folder.mkdir(parents=True, exist_ok=True)
     serving_ca = _Authority.create("mcop-devcluster-serving-ca")
     client_ca = _Authority.create("mcop-devcluster-client-ca")
@@ -135,7 +136,7 @@ def write_cluster_pki(folder: Path) -> ClusterPki:
         _name("kube-apiserver"),
         ExtendedKeyUsageOID.SERVER_AUTH,
         dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-        ips=("127.0.0.1",),
+        ips=("127.0.0.1", *extra_ips),
     )
     admin_cert, admin_key = client_ca.issue(
         _name("admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH

@@ -29,7 +29,8 @@ from mcop_devcluster.processes import ManagedProcess, claim_folder, reap_abandon
 
 NODE_NAME = "mcop-node"
 TEMP_PREFIX = "mcop-kube-"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # a setting only: nothing dials it
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # with kwok a setting only; a real node guards it
+KUBERNETES_SERVICE_IP = "10.0.0.1"
 POD_CIDR = "10.244.0.0/24"
 # With ``audit_log``: one JSON line per write request (who, user agent, verb, object), no bodies.
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -63,12 +64,17 @@ class ControlPlane:
     """If set, the API server writes its audit log of write requests (AUDIT_POLICY) here."""
     audit_policy: str = AUDIT_POLICY
     """The audit policy (YAML) used with ``audit_log``: by default, write requests only."""
+    node_address: str | None = None
+    """For a real node (``mcop_devcluster.realnode``): the node's local-only address, where the
+    API server listens instead of 127.0.0.1 (pods reach it through the ``kubernetes`` Service); no
+    kwok, no fake node and no pod runner then."""
 
     def __post_init__(self) -> None:
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
         self.apiserver_port = free_port()
-        self.server = f"https://{LOOPBACK}:{self.apiserver_port}"
+        self.listen_address = self.node_address or LOOPBACK
+        self.server = f"https://{self.listen_address}:{self.apiserver_port}"
         self.kubeconfig = self.base_dir / "admin.kubeconfig"
         self.processes: list[ManagedProcess] = []
         self.timings: dict[str, float] = {}
@@ -173,10 +179,14 @@ class ControlPlane:
             [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
-                f"--bind-address={LOOPBACK}",
+                f"--bind-address={self.listen_address}",
                 f"--secure-port={self.apiserver_port}",
-                f"--advertise-address={LOOPBACK}",
-                "--endpoint-reconciler-type=none",
+                f"--advertise-address={self.listen_address}",
+                # A real node's pods reach the API server through the kubernetes Service.
+                f"--endpoint-reconciler-type={'lease' if self.node_address else 'none'}",
+                # For logs and exec through a real kubelet (which authorizes admin by webhook).
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.client_ca}",
@@ -221,6 +231,9 @@ class ControlPlane:
                 "--leader-elect=false",
             ],
         )
+
+    def _start_kwok(self) -> None:
+        kubeconfig = f"--kubeconfig={self.kubeconfig}"
         self._process(
             "kwok",
             [
@@ -302,7 +315,10 @@ class ControlPlane:
         reap_abandoned(TEMP_PREFIX)  # clusters of sessions that were killed outright
         self._registry = claim_folder(self.base_dir)
         try:
-            self._pki = write_cluster_pki(self.base_dir / "pki")
+            self._pki = write_cluster_pki(
+                self.base_dir / "pki",
+                extra_ips=(self.node_address, KUBERNETES_SERVICE_IP) if self.node_address else (),
+            )
             write_kubeconfig(
                 self.kubeconfig,
                 server=self.server,
@@ -316,15 +332,16 @@ class ControlPlane:
             self._start_apiserver()
             self.timings["kube-apiserver"] = time.monotonic() - started
             self._start_controllers()
-            self._create_node()
-            if self.start_pod_runner:
-                self._start_pod_runner()
-            for what, ready in (
-                (f"node {NODE_NAME} Ready and untainted (kwok, node controller)",
-                 self._node_schedulable),
-                ("ServiceAccount default/default (controller-manager)",
-                 self._default_service_account_exists),
-            ):  # fmt: skip
+            checks = [("ServiceAccount default/default (controller-manager)",
+                       self._default_service_account_exists)]  # fmt: skip
+            if self.node_address is None:
+                self._start_kwok()
+                self._create_node()
+                if self.start_pod_runner:
+                    self._start_pod_runner()
+                checks.insert(0, (f"node {NODE_NAME} Ready and untainted (kwok, node controller)",
+                                  self._node_schedulable))  # fmt: skip
+            for what, ready in checks:
                 wait_until(ready, timeout=90, what=what, alive=self.processes)
             self.timings["ready"] = time.monotonic() - started
         except BaseException:

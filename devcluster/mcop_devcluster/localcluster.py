@@ -1,6 +1,12 @@
 """``scripts/local-cluster up|down|status``: the test harness's cluster, kept running for a person.
 
-``up`` starts a supervisor process in the background that owns everything: the control plane and
+``up`` (as root) starts the control plane with a **real node** (kubelet, containerd, kube-proxy:
+``mcop_devcluster.realnode``), imports the images of scripts/build-images and installs the chart
+with its defaults in namespace ``montecarlo`` (operator, Redis and PostgreSQL as containers);
+``down`` stops it and puts the machine back as it was.
+
+``up --pod-runner`` starts a supervisor process in the background that owns everything: the control
+plane and
 the pod runner, Redis, PostgreSQL, the project's CRDs and PriorityClasses, Secrets
 ``montecarlo-redis`` (key ``url``) and ``montecarlo-postgres`` (key ``dsn``) and a PerfTuning
 ``default`` in namespace ``default``, and the operator (``mcop operator``) once that command
@@ -24,14 +30,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mcop_devcluster.binaries import cache_dir
+import yaml
+
+from mcop_devcluster.binaries import cache_dir, helm_path
 from mcop_devcluster.controlplane import ControlPlane
 from mcop_devcluster.processes import ManagedProcess
 from mcop_devcluster.project_resources import create_connection_secrets, install_priority_classes
+from mcop_devcluster.realnode import (
+    NODE_ADDRESS,
+    RealNode,
+    built_images,
+    local_storage_manifests,
+    recover_abandoned,
+)
 from mcop_devcluster.rest import ApiError, RestClient
 from mcop_devcluster.services import PostgresServer, RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
+LOCAL_NAMESPACE = "montecarlo"
 
 
 def state_dir() -> Path:
@@ -129,6 +145,76 @@ def _apply_project_resources(plane: ControlPlane, redis_url: str, dsn: str) -> l
     return applied
 
 
+def _helm(plane: ControlPlane, folder: Path, *args: str) -> None:
+    home = str(folder / "helm")
+    env = dict(os.environ, KUBECONFIG=str(plane.kubeconfig), HELM_CACHE_HOME=home,
+               HELM_CONFIG_HOME=home, HELM_DATA_HOME=home)  # fmt: skip
+    subprocess.run([str(helm_path()), *args], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def supervise_real_node() -> int:
+    """The real node and the chart with its defaults; stops it all (and puts the machine back) on
+    SIGTERM."""
+    folder = state_dir()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    recover_abandoned()
+    shutil.rmtree(folder / "cluster", ignore_errors=True)
+    plane = ControlPlane(base_dir=folder / "cluster", node_address=NODE_ADDRESS)
+    node = RealNode(plane, images=built_images(REPO))
+    state: dict[str, Any] = {"supervisor_pid": os.getpid(), "phase": "starting", "node": "real"}
+    _write_state(state)
+    try:
+        started = time.monotonic()
+        node.prepare()
+        plane.start()
+        node.start()
+        kubectl = [str(plane.binaries.kubectl), f"--kubeconfig={plane.kubeconfig}"]
+        storage = local_storage_manifests(node.base_dir / "volumes" / "postgres")
+        subprocess.run([*kubectl, "apply", "-f", "-"], input=yaml.safe_dump_all(storage).encode(),
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        namespace = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": LOCAL_NAMESPACE,
+                "labels": {
+                    f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn")
+                },
+            },
+        }
+        subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(namespace).encode(),
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        _helm(plane, folder, "install", "mcop", str(REPO / "charts" / "montecarlo-operator"),
+              "--namespace", LOCAL_NAMESPACE, "--wait", "--timeout", "600s")  # fmt: skip
+        processes = [*plane.processes, *node.processes]
+        state.update({
+            "phase": "running",
+            "started_seconds": round(time.monotonic() - started, 1),
+            "kubeconfig": str(plane.kubeconfig),
+            "server": plane.server,
+            "namespace": LOCAL_NAMESPACE,
+            "applied": [f"helm release mcop (chart defaults) in namespace {LOCAL_NAMESPACE}"],
+            "operator": f"running as a pod in namespace {LOCAL_NAMESPACE}",
+            "processes": [{"name": p.name, "pid": p.pid} for p in processes],
+            "logs": str(plane.base_dir / "logs"),
+        })  # fmt: skip
+        _write_state(state)
+        while not stop.wait(1.0):
+            pass
+        return 0
+    except BaseException as error:
+        state.update({"phase": "failed", "error": str(error)})
+        _write_state(state)
+        raise
+    finally:
+        node.stop()
+        plane.stop()
+        state["phase"] = "stopped"
+        _write_state(state)
+
+
 def supervise() -> int:
     """Starts everything, records it in the state file, and stops it all on SIGTERM."""
     folder = state_dir()
@@ -201,7 +287,7 @@ def _export_line(state: dict[str, Any]) -> str:
     return f"export KUBECONFIG={state['kubeconfig']}"
 
 
-def up(timeout: float = 180.0) -> int:
+def up(timeout: float = 180.0, pod_runner: bool = False) -> int:
     state = _read_state()
     if state and state.get("phase") == "running" and _alive(state.get("supervisor_pid")):
         _say("already running")
@@ -214,7 +300,12 @@ def up(timeout: float = 180.0) -> int:
     log = folder / "supervisor.log"
     with open(log, "wb") as out:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "mcop_devcluster.localcluster", "supervise"],
+            [
+                sys.executable,
+                "-m",
+                "mcop_devcluster.localcluster",
+                "supervise" if pod_runner else "supervise-real-node",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -227,7 +318,8 @@ def up(timeout: float = 180.0) -> int:
         if state and state.get("phase") == "running":
             _say(f"running after {state['started_seconds']} s: {', '.join(state['applied'])}")
             _say(f"operator: {state['operator']}")
-            _say(f"Redis {state['redis_url']}, PostgreSQL {state['postgres']}")
+            if "redis_url" in state:
+                _say(f"Redis {state['redis_url']}, PostgreSQL {state['postgres']}")
             print(_export_line(state))
             return 0
         if supervisor.poll() is not None:
@@ -259,6 +351,7 @@ def down(timeout: float = 60.0) -> int:
             _say(f"{proc['name']} (pid {proc['pid']}) was left running; killing it")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc["pid"], signal.SIGKILL)
+    recover_abandoned()  # a real node whose supervisor was killed: put the machine back
     _say("stopped")
     return 0
 
@@ -275,16 +368,24 @@ def status() -> int:
     for proc in state["processes"]:
         alive = "running" if _alive(proc["pid"]) else "NOT RUNNING"
         print(f"  {proc['name']:<24} pid {proc['pid']:<8} {alive}")
-    print(f"  Redis {state['redis_url']}, PostgreSQL {state['postgres']}, logs {state['logs']}")
+    if "redis_url" in state:
+        print(f"  Redis {state['redis_url']}, PostgreSQL {state['postgres']}")
+    print(f"  logs {state['logs']}")
     print(_export_line(state))
     return 0 if all(_alive(p["pid"]) for p in state["processes"]) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/local-cluster", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "supervise"])
+    parser.add_argument("command", choices=["up", "down", "status", "supervise",
+                                            "supervise-real-node"])  # fmt: skip
+    parser.add_argument("--pod-runner", action="store_true",
+                        help="up: kwok's node and the pod runner, not the real node")  # fmt: skip
     args = parser.parse_args(argv)
-    commands = {"up": up, "down": down, "status": status, "supervise": supervise}
+    if args.command == "up":
+        return up(timeout=900.0 if not args.pod_runner else 180.0, pod_runner=args.pod_runner)
+    commands = {"down": down, "status": status, "supervise": supervise,
+                "supervise-real-node": supervise_real_node}  # fmt: skip
     return commands[args.command]()
 
 

@@ -3,6 +3,9 @@
 - ``kube_cluster`` (session): a :class:`KubeCluster` (etcd, kube-apiserver, controller-manager,
   scheduler, kwok's node and the pod runner), started once per test session.
 - ``namespace`` (function): a fresh namespace (its name), deleted after the test.
+- ``real_cluster`` (session): a control plane of its own with a **real node** (kubelet, containerd,
+  kube-proxy; ``mcop_devcluster.realnode``) and the images of scripts/build-images imported; the
+  machine's state is compared before and after (a difference fails the session's teardown).
 
 Tests that use these fixtures are marked ``cluster`` automatically (and those that use the
 PostgreSQL/Redis fixtures ``services``), so ``pytest -m "not cluster"`` leaves them out. Programs
@@ -26,10 +29,18 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client, config
 
+from mcop_devcluster import hoststate
 from mcop_devcluster.binaries import MissingBinary
 from mcop_devcluster.controlplane import ControlPlane
 from mcop_devcluster.processes import stop_servers_on_sigterm
 from mcop_devcluster.project_resources import install_priority_classes
+from mcop_devcluster.realnode import (
+    CGROUP_PARENT,
+    NODE_ADDRESS,
+    RealNode,
+    RealNodeError,
+    built_images,
+)
 from mcop_devcluster.rest import RestClient
 from mcop_devcluster.services import MissingProgram
 
@@ -37,7 +48,7 @@ T = TypeVar("T")
 
 _REPO = Path(__file__).resolve().parents[2]
 _SERVICE_FIXTURES = {"postgres_server", "pg_dsn", "redis_server", "redis_url"}
-_CLUSTER_FIXTURES = {"kube_cluster", "namespace"}
+_CLUSTER_FIXTURES = {"kube_cluster", "namespace", "real_cluster"}
 
 
 @dataclass
@@ -51,6 +62,9 @@ class KubeCluster:
     server: str = field(init=False)
     env: dict[str, str] = field(init=False)
     """``os.environ`` plus ``KUBECONFIG``: the environment for subprocesses (kubectl, operator)."""
+
+    node: RealNode | None = field(default=None, init=False)
+    """The real node, for ``real_cluster`` (None: kwok's node and the pod runner)."""
 
     def __post_init__(self) -> None:
         self.kubeconfig = self.control_plane.kubeconfig
@@ -155,6 +169,32 @@ def kube_cluster() -> Iterator[KubeCluster]:
             control_plane.cleanup()
 
 
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[KubeCluster]:
+    """A control plane with a real node; one per session (one real node per machine)."""
+    try:
+        control_plane = ControlPlane(node_address=NODE_ADDRESS)
+        node = RealNode(control_plane, images=built_images(_REPO))
+    except (MissingBinary, MissingProgram, RealNodeError) as error:
+        pytest.fail(str(error), pytrace=False)
+    before = hoststate.snapshot((CGROUP_PARENT,))
+    try:
+        node.prepare()
+        control_plane.start()
+        node.start()
+        cluster = KubeCluster(control_plane)
+        cluster.node = node
+        yield cluster
+    finally:
+        node.stop()
+        if os.environ.get("MCOP_KEEP_CLUSTER_DIR"):
+            control_plane.stop()
+        else:
+            control_plane.cleanup()
+        left = hoststate.differences(before, hoststate.snapshot((CGROUP_PARENT,)))
+        assert not left, "the real node left the machine changed:\n" + "\n".join(left)
+
+
 def _namespace_name(test_name: str) -> str:
     stem = re.sub(r"[^a-z0-9-]+", "-", test_name.lower().removeprefix("test_")).strip("-")
     return f"t-{stem[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
@@ -190,7 +230,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """On a failed cluster test, attach the tail of the pod runner's log to the report."""
     report = yield
-    if report.failed and "kube_cluster" in getattr(item, "funcargs", {}):
+    funcargs = getattr(item, "funcargs", {})
+    if report.failed and "real_cluster" in funcargs:
+        real: KubeCluster = funcargs["real_cluster"]
+        if real.node is not None:
+            report.sections.append(("real node logs (last lines)", real.node.log_tails()))
+    if report.failed and "kube_cluster" in funcargs:
         cluster: KubeCluster = item.funcargs["kube_cluster"]  # type: ignore[attr-defined]
         log_file = cluster.base_dir / "logs" / "pod-runner.log"
         if log_file.exists():

@@ -106,6 +106,9 @@ def pod_failure_summary(pods: Sequence[Mapping[str, Any]]) -> str | None:
             if term:
                 msg = (term.get("message") or "").strip().splitlines()
                 detail = f": {msg[-1]}" if msg else ""
+                if term.get("reason") == "OOMKilled":
+                    detail += ": the worker went over its memory limit; raise spec.resources"
+                    detail += ".limits.memory (resources is immutable: create a new MonteCarloJob)"
                 return (
                     f"shard {index}: exit code {term.get('exitCode')} "
                     f"({term.get('reason') or 'Error'}){detail}"
