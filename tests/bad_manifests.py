@@ -367,6 +367,18 @@ BAD_JOBS: list[BadCase] = [
         "should be less than or equal to 10",
     ),
     (
+        "volatility-10-over-100-years",
+        changed(E, "vol-10-100y", spec__model__volatility=10, spec__instrument__maturity=100),
+        "spec.model.volatility",
+        "must be at most 16",
+    ),
+    (
+        "basket-volatility-too-long",
+        changed(K, "basket-vol", spec__model__assets__0__volatility=5),
+        "spec.model.assets",
+        "must be at most 16",
+    ),
+    (
         "rate-in-percent",
         changed(E, "rate-pct", spec__model__rate=5),
         "spec.model.rate",

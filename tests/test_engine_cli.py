@@ -26,6 +26,14 @@ RESULT_KEYS = {
     "elapsedSeconds",
     "pathsPerSecond",
     "specHash",
+    "warnings",
+}
+VAR_KEYS = {
+    "valueAtRisk",
+    "expectedShortfall",
+    "valueAtRiskStdErr",
+    "expectedShortfallStdErr",
+    "valueAtRiskInterval",
 }
 
 
@@ -49,7 +57,8 @@ def test_example_runs_and_prints_the_spec_json(
     assert main(["run", str(example), "--json", "--shards", "1"]) == 0
     doc = json.loads(capsys.readouterr().out)
     is_var = "valueAtRisk" in doc
-    assert set(doc) == RESULT_KEYS | ({"valueAtRisk", "expectedShortfall"} if is_var else set())
+    assert set(doc) == RESULT_KEYS | (VAR_KEYS if is_var else set())
+    assert doc["warnings"] == []  # the examples are within what the engine computes accurately
     assert set(doc["confidenceInterval"]) == {"level", "lower", "upper"}
     assert doc["confidenceInterval"]["level"] == 0.95
     assert (
@@ -64,6 +73,9 @@ def test_example_runs_and_prints_the_spec_json(
         assert doc["estimate"] == doc["valueAtRisk"][keys[0]]
         for k in keys:
             assert doc["expectedShortfall"][k] >= doc["valueAtRisk"][k] > 0
+            interval = doc["valueAtRiskInterval"][k]
+            assert interval["lower"] <= doc["valueAtRisk"][k] <= interval["upper"]
+            assert doc["valueAtRiskStdErr"][k] > 0 and doc["expectedShortfallStdErr"][k] > 0
 
 
 def _numbers(doc: dict[str, Any]) -> dict[str, Any]:

@@ -156,6 +156,7 @@ def test_local_processes_give_the_same_bits() -> None:
         "elapsedSeconds",
         "pathsPerSecond",
         "specHash",
+        "warnings",
     }
 
 
@@ -188,9 +189,16 @@ def test_block_plan_rule() -> None:
     p = plan(10_000_000, antithetic=True)
     assert (p.units, p.paths_per_unit, p.block_units, p.n_blocks) == (5_000_000, 2, 19_968, 251)
     assert p.paths == 10_000_000
-    assert (plan(500).n_blocks, plan(500).paths_in_block(0)) == (1, 500)
+    # A small job still has 13-16 blocks: the folds of the cross-fitted control variate.
+    assert (plan(500).n_blocks, plan(500).paths_in_block(0), plan(500).paths_in_block(15)) == (
+        16,
+        32,
+        20,
+    )
+    assert plan(100, antithetic=True).n_blocks == 13  # 50 pairs in blocks of 4
     small = plan(1_000)
-    assert (small.n_blocks, small.block_units, small.paths_in_block(1)) == (2, 512, 488)
+    assert (small.n_blocks, small.block_units, small.paths_in_block(15)) == (16, 63, 55)
+    assert plan(8_192).n_blocks == 16 and plan(8_191).block_units == 512
     # Up to 64 shards all get work from 32,768 sample units on.
     assert plan(32_768).n_blocks == 64
     assert plan(65_536, antithetic=True).n_blocks == 64

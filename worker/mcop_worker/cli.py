@@ -329,6 +329,8 @@ def print_result(out: TextIO, name: str, spec: Any, result: Any, shards: int) ->
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         out.write(f"  {key:<{width}}  {value}\n")
+    for warning in est.warnings:
+        out.write(f"  warning: {warning}\n")
 
 
 def _level(level: float) -> str:

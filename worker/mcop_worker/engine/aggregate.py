@@ -14,17 +14,29 @@ Estimators, with n sample units (paths, or antithetic pairs averaged so that the
 independent samples and the standard error is honest):
 
 * plain: mean, stdErr = sqrt(m2 / (n - 1) / n);
-* control variate x with known mean mu: beta = cov / m2_x (estimated on the same blocks),
-  estimate = mean_y - beta (mean_x - mu), stdErr = sqrt((m2_y - cov**2 / m2_x) / (n - 2) / n);
+* control variate x with known mean mu (engine version 2): each block is corrected with the
+  coefficient of the other blocks, beta_{-b} (`crossfit.py`), so no correction sees its own paths;
+  estimate and stdErr are the mean and sqrt(m2 / (n - 1) / n) of the residuals
+  y - beta_{-b} (x - mu). Below `crossfit.MIN_CONTROL_UNITS` sample units the control is not
+  applied (plain mean; a warning says so).
 * var: exact order statistics of all simulated losses, L(1) <= ... <= L(N):
   VaR_a = L(ceil(N a)); ES_a = (sum of the m largest + (N(1-a) - m) L(N - m)) / (N(1-a)) with
-  m = floor(N(1-a)) (Acerbi-Tasche); the interval of the first level's VaR is the
-  distribution-free order-statistic interval [L(r), L(s)], r, s = N a -/+ 1.96 sqrt(N a (1-a)),
-  and its stdErr is (L(s) - L(r)) / (2 * 1.96).
+  m = floor(N(1-a)) (Acerbi-Tasche). Each level's VaR has the distribution-free interval
+  [L(r), L(s)] with r the largest and s the smallest rank such that P(Bin(N, a) >= r) >= 97.5% and
+  P(Bin(N, a) < s) >= 97.5% (exact binomial; an unbounded side when no rank qualifies: too few
+  paths to bound it), and stdErr (L(s) - L(r)) / (2 * 1.96). ES's stdErr is
+  sd((L - VaR)+) / ((1 - a) sqrt N).
+
+Never a confident wrong answer (`Estimate.warnings`, sentences): when no path pays, the interval is
+[0, upper] with the one-sided 95% bound on the chance of paying (1 - 0.05^(1/n)) times the largest
+payoff where one exists (puts), else unbounded; when few paths carry the payoff (an effective
+count (sum y)^2 / sum y^2 below FEW_PAYING) or the total variance is large, a warning says the
+interval may be optimistic.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +46,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mcop_worker.engine import crossfit
 from mcop_worker.engine.blocks import BlockPlan, plan_blocks
 from mcop_worker.engine.controls import control_mean, uses_control
 from mcop_worker.engine.stats import BlockStats, Moments
@@ -42,6 +55,8 @@ from mcop_worker.model.spec import JobSpec
 CI_LEVEL = 0.95
 Z_95 = 1.959963984540054
 MIN_BLOCKS_TO_STOP = 8
+FEW_PAYING = 30  # fewer paths carrying the payoff than this: the interval may be optimistic
+HEAVY_TAIL_VARIANCE = 4.0  # volatility^2 x maturity above this: a heavy-tailed payoff
 
 
 class IncompleteTail(RuntimeError):
@@ -61,28 +76,49 @@ class Estimate:
     value_at_risk: dict[str, float] | None = None
     expected_shortfall: dict[str, float] | None = None
     expected_shortfall_std_err: dict[str, float] | None = None
+    value_at_risk_std_err: dict[str, float] | None = None
+    value_at_risk_interval: dict[str, tuple[float, float]] | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_result(self) -> dict[str, Any]:
         """The SPEC's result object (without elapsedSeconds/pathsPerSecond/specHash)."""
         doc: dict[str, Any] = {
-            "estimate": _finite(self.estimate),
-            "stdErr": _finite(self.std_err),
+            "estimate": self.estimate,
+            "stdErr": self.std_err,
             "confidenceInterval": {
                 "level": self.ci_level,
-                "lower": _finite(self.ci_lower),
-                "upper": _finite(self.ci_upper),
+                "lower": self.ci_lower,
+                "upper": self.ci_upper,
             },
             "paths": self.paths,
             "stoppedEarly": self.stopped_early,
+            "warnings": list(self.warnings),
         }
         if self.value_at_risk is not None:
             doc["valueAtRisk"] = dict(self.value_at_risk)
             doc["expectedShortfall"] = dict(self.expected_shortfall or {})
-        return doc
+            doc["valueAtRiskStdErr"] = dict(self.value_at_risk_std_err or {})
+            doc["expectedShortfallStdErr"] = dict(self.expected_shortfall_std_err or {})
+            doc["valueAtRiskInterval"] = {
+                k: {"lower": lo, "upper": hi}
+                for k, (lo, hi) in (self.value_at_risk_interval or {}).items()
+            }
+        return _known(doc)
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _known(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` without the numbers that are not finite (an unknown stdErr, an unbounded side of an
+    interval): absent, not null, so `mcop run --json` and status.result (where the API server
+    keeps no nulls) stay equal."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out[key] = _known(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            continue
+        else:
+            out[key] = value
+    return out
 
 
 def level_key(level: float) -> str:
@@ -98,6 +134,7 @@ class _Fold:
     """Blocks merged left to right: moments, and for var the loss tails."""
 
     moments: Moments = field(default_factory=Moments)
+    parts: list[Moments] = field(default_factory=list)  # per block, for the cross-fitted control
     paths: int = 0
     blocks: int = 0
     tails: list[npt.NDArray[np.float64]] = field(default_factory=list)
@@ -105,6 +142,7 @@ class _Fold:
 
     def add(self, stats: BlockStats) -> None:
         self.moments = self.moments.merge(stats.moments)
+        self.parts.append(stats.moments)
         self.paths += stats.paths
         self.blocks += 1
         if stats.tail is not None:
@@ -119,57 +157,109 @@ class _Fold:
         m = self.moments
         n = m.count
         est, std_err = m.mean, math.nan
-        if uses_control(spec) and m.x_m2 > 0.0 and n > 2:
-            beta = m.cov / m.x_m2
-            est = m.mean - beta * (m.x_mean - control_mean(spec))
-            resid = max(m.m2 - m.cov * m.cov / m.x_m2, 0.0)
-            std_err = math.sqrt(resid / (n - 2) / n)
+        warnings: list[str] = []
+        if uses_control(spec) and n >= crossfit.MIN_CONTROL_UNITS and len(self.parts) >= 2:
+            n_b, my, m2y, mx, m2x, cov = (np.array(c) for c in _columns(self.parts))
+            count, est, m2z = crossfit.cross_fitted(
+                n_b, my, m2y, mx, m2x, cov, control_mean(spec), _fsum
+            )
+            std_err = math.sqrt(float(m2z) / (count - 1) / count)
+            est = float(est)
+        else:
+            if uses_control(spec):
+                warnings.append(
+                    f"The control variate was not applied: {n} sample units are fewer than the "
+                    f"{crossfit.MIN_CONTROL_UNITS} its coefficient needs to keep the interval "
+                    "honest; the estimate is the plain mean."
+                )
+            if n > 1:
+                std_err = math.sqrt(m.m2 / (n - 1) / n)
+        lower, upper = est - Z_95 * std_err, est + Z_95 * std_err
+        if n > 1 and m.mean == 0.0 and m.m2 == 0.0:
+            # No path paid: 0 is no proof the price is 0. One-sided 95% bound on the chance of
+            # paying, times the largest payoff when there is one.
+            bound = _largest_payoff(spec)
+            upper = (1.0 - 0.05 ** (1.0 / n)) * bound
+            lower, std_err = 0.0, upper / Z_95 if math.isfinite(upper) else math.nan
+            warnings.append(
+                f"No path of {self.paths} paid anything: the price is between 0 and "
+                + (f"{upper:.6g} (95%)" if math.isfinite(upper) else "an unknown bound")
+                + "; simulate more paths or check the strike and barrier."
+            )
         elif n > 1:
-            std_err = math.sqrt(m.m2 / (n - 1) / n)
+            paying = _effective_paying(n, m.mean, m.m2)
+            if paying < FEW_PAYING:
+                warnings.append(
+                    f"Only about {paying:.0f} of {n} sample units carry the payoff: the interval "
+                    "may be optimistic; simulate more paths."
+                )
+        warnings.extend(_model_warnings(spec))
         return Estimate(
             estimate=est,
             std_err=std_err,
-            ci_lower=est - Z_95 * std_err,
-            ci_upper=est + Z_95 * std_err,
+            ci_lower=lower,
+            ci_upper=upper,
             paths=self.paths,
             blocks=self.blocks,
             stopped_early=stopped_early,
+            warnings=tuple(warnings),
         )
 
     def _var_estimate(self, spec: JobSpec, stopped_early: bool) -> Estimate:
         n = self.moments.count
         levels = spec.instrument.confidence_levels
-        first = levels[0]
-        spread = Z_95 * math.sqrt(n * first * (1.0 - first))
-        rank_lo = min(max(math.floor(n * first - spread), 1), n)  # ascending ranks, 1-based
-        rank_hi = min(max(math.ceil(n * first + spread), 1), n)
+        ranks = {lv: order_statistic_ranks(n, lv) for lv in levels}  # ascending, 1-based
         cut = {lv: _tail_count(n, lv) for lv in levels}  # m = floor(N (1 - level)), exact
-        needed = max(n - rank_lo + 1, *(m + 1 for m, _ in cut.values()))
+        lowest = min(max(r, 1) for r, _ in ranks.values())
+        needed = max(n - lowest + 1, *(m + 1 for m, _ in cut.values()))
         top = self._top(needed)
         var: dict[str, float] = {}
         es: dict[str, float] = {}
         es_se: dict[str, float] = {}
+        var_se: dict[str, float] = {}
+        intervals: dict[str, tuple[float, float]] = {}
+        warnings: list[str] = []
         for lv in levels:
+            key = level_key(lv)
             m, exact_m = cut[lv]
             value_at_risk = float(top[m])
             beyond = math.fsum(top[:m].tolist()) + float(exact_m - m) * value_at_risk
             shortfall = beyond / float(exact_m) if exact_m > 0 else value_at_risk
-            var[level_key(lv)] = value_at_risk
-            es[level_key(lv)] = shortfall
-            es_se[level_key(lv)] = _es_std_err(top[:m], value_at_risk, n, lv)
-        lower = float(top[n - rank_lo])  # top is largest first: rank r is top[n - r]
-        upper = float(top[n - rank_hi])
+            var[key] = value_at_risk
+            es[key] = shortfall
+            es_se[key] = _es_std_err(top[:m], value_at_risk, n, lv)
+            r, s_ = ranks[lv]
+            lower = float(top[n - r]) if r >= 1 else -math.inf  # top is largest first
+            upper = float(top[n - s_]) if s_ <= n else math.inf
+            intervals[key] = (lower, upper)
+            var_se[key] = (upper - lower) / (2.0 * Z_95) if n > 1 else math.nan
+            if not math.isfinite(upper):
+                warnings.append(
+                    f"{n} paths cannot bound the {key} VaR from above (fewer than about "
+                    f"{math.ceil(3.7 / (1.0 - lv))} paths): its interval and stdErr are "
+                    "unbounded; simulate more paths."
+                )
+            elif m < FEW_PAYING:
+                warnings.append(
+                    f"Only {m} losses lie beyond the {key} VaR: its expected shortfall and "
+                    "stdErr are rough; simulate more paths."
+                )
+        first = level_key(levels[0])
+        warnings.extend(_model_warnings(spec))
         return Estimate(
-            estimate=var[level_key(first)],
-            std_err=(upper - lower) / (2.0 * Z_95) if n > 1 else math.nan,
-            ci_lower=lower,
-            ci_upper=upper,
+            estimate=var[first],
+            std_err=var_se[first],
+            ci_lower=intervals[first][0],
+            ci_upper=intervals[first][1],
             paths=self.paths,
             blocks=self.blocks,
             stopped_early=stopped_early,
             value_at_risk=var,
             expected_shortfall=es,
             expected_shortfall_std_err=es_se,
+            value_at_risk_std_err=var_se,
+            value_at_risk_interval=intervals,
+            warnings=tuple(warnings),
         )
 
     def _top(self, needed: int) -> npt.NDArray[np.float64]:
@@ -188,6 +278,115 @@ class _Fold:
                 "report this: the tail headroom in simulate.py must grow"
             )
         return top
+
+
+def _columns(parts: Sequence[Moments]) -> tuple[list[float], ...]:
+    return (
+        [float(p.count) for p in parts],
+        [p.mean for p in parts],
+        [p.m2 for p in parts],
+        [p.x_mean for p in parts],
+        [p.x_m2 for p in parts],
+        [p.cov for p in parts],
+    )
+
+
+def _fsum(values: npt.NDArray[np.float64]) -> float:
+    """An exactly rounded sum: the same bits whatever the order or the CPU."""
+    return math.fsum(values.tolist())
+
+
+def _effective_paying(n: int, mean: float, m2: float) -> float:
+    """(sum y)^2 / sum y^2 of payoffs y >= 0: k when k samples pay about the same, n when all do."""
+    square_sum = m2 + n * mean * mean
+    return n * n * mean * mean / square_sum if square_sum > 0.0 else 0.0
+
+
+def _largest_payoff(spec: JobSpec) -> float:
+    """The largest discounted payoff of one sample unit, or inf (a call has none)."""
+    inst = spec.instrument
+    if inst.option_type != "put" or inst.strike is None or inst.maturity is None:
+        return math.inf
+    rebate = inst.barrier.rebate if inst.barrier is not None else 0.0
+    return (inst.strike + rebate) * math.exp(-spec.model.rate * inst.maturity)
+
+
+def _model_warnings(spec: JobSpec) -> list[str]:
+    inst = spec.instrument
+    t = inst.horizon if inst.type == "var" else inst.maturity
+    if t is None:
+        return []
+    total = max(a.volatility * a.volatility * t for a in spec.model.assets)
+    if total <= HEAVY_TAIL_VARIANCE:
+        return []
+    return [
+        f"volatility^2 x maturity is {total:.3g}: the prices' distribution is so skewed that a "
+        "rare path carries much of the value; the stdErr may be optimistic at small path counts."
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def order_statistic_ranks(n: int, level: float) -> tuple[int, int]:
+    """Ranks (r, s), 1-based ascending, of the distribution-free 95% interval [L(r), L(s)] of the
+    `level` quantile: r the largest with P(Bin(n, level) >= r) >= 97.5%, s the smallest with
+    P(Bin(n, level) <= s - 1) >= 97.5%. r = 0 or s = n + 1 when none qualifies (unbounded)."""
+    tail = (1.0 - CI_LEVEL) / 2.0
+    below = _binomial_quantile(n, level, tail)  # P(Bin <= below) >= tail, smallest such
+    above = _binomial_quantile(n, level, 1.0 - tail)
+    # P(Bin >= r) >= 1 - tail  <=>  P(Bin <= r - 1) <= tail: r - 1 < below unless equality
+    r = below if _binomial_cdf(n, level, below) > tail else below + 1
+    r = min(r, n)
+    s = above + 1
+    return max(r, 0), min(s, n + 1)
+
+
+def _binomial_cdf(n: int, p: float, k: int) -> float:
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    q = 1.0 - p
+    mean, var = n * p, n * p * q
+    if var > 1e4:  # the normal approximation with continuity correction is exact enough
+        return 0.5 * math.erfc(-(k + 0.5 - mean) / math.sqrt(2.0 * var))
+    # Sum the pmf of the tail that does not hold the mean, from k outwards, in log space, until
+    # the terms no longer count (a few dozen standard deviations at most).
+    log_p, log_q = math.log(p), math.log(q)
+    log_n = math.lgamma(n + 1)
+
+    def pmf(i: int) -> float:
+        log_c = log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+        return math.exp(log_c + i * log_p + (n - i) * log_q)
+
+    if k < mean:
+        terms, i = [], k
+        while i >= 0:
+            terms.append(pmf(i))
+            if terms[-1] <= 1e-17 * terms[0] and i < mean - 40 * math.sqrt(var) - 1:
+                break
+            i -= 1
+        return min(1.0, math.fsum(terms))
+    terms, i = [], k + 1
+    while i <= n:
+        terms.append(pmf(i))
+        if terms[-1] <= 1e-17 * terms[0] and i > mean + 40 * math.sqrt(var) + 1:
+            break
+        i += 1
+    return max(0.0, 1.0 - math.fsum(terms))
+
+
+def _binomial_quantile(n: int, p: float, prob: float) -> int:
+    """The smallest k with P(Bin(n, p) <= k) >= prob (bisection over k)."""
+    spread = 50.0 * math.sqrt(n * p * (1.0 - p)) + 2.0  # outside, the cdf is 0 or 1 in floats
+    lo = max(-1, math.floor(n * p - spread))
+    hi = min(n, math.ceil(n * p + spread))  # cdf(lo) < prob <= cdf(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _binomial_cdf(n, p, mid) >= prob:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _tail_count(n: int, level: float) -> tuple[int, Fraction]:

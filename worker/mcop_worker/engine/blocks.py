@@ -8,7 +8,9 @@ computes exactly the same blocks. The rule (engine version 1):
 * Block size: ceil(units / 256) rounded up to a multiple of 512 units, at least 512 and at most
   2**20 units. So a job has at most 256 blocks until it exceeds 2**28 units, and any job with
   at least 32,768 units has at least 64 blocks: up to 64 shards all get work. The last block
-  holds the remainder.
+  holds the remainder. A small job (fewer than 16 x 512 units, engine version 2) has blocks of
+  ceil(units / 16) units instead: 13 to 16 blocks, enough folds for the control variate's
+  cross-fitted coefficient (aggregate.py).
 * Block b draws from Generator(PCG64(SeedSequence(seed, spawn_key=(b,)))).
 * Inside a block the units are simulated in chunks of `chunk_units` units (a function of the
   normals each unit needs); a chunk of c units draws its standard normals in the order
@@ -30,6 +32,7 @@ from mcop_worker.model.versions import ENGINE_VERSION as ENGINE_VERSION  # the r
 TARGET_BLOCKS = 256
 BLOCK_ALIGN_UNITS = 512
 MAX_BLOCK_UNITS = 1 << 20
+MIN_BLOCKS = 16  # a small job still has this many blocks (folds of the cross-fitted control)
 CHUNK_NORMALS = 32768  # ~256 KiB of float64: stays in L2 between drawing and using them
 
 
@@ -74,6 +77,8 @@ def plan_blocks(spec: JobSpec) -> BlockPlan:
     block_units = -(-units // TARGET_BLOCKS)
     block_units = -(-block_units // BLOCK_ALIGN_UNITS) * BLOCK_ALIGN_UNITS
     block_units = min(max(block_units, BLOCK_ALIGN_UNITS), MAX_BLOCK_UNITS)
+    if units < MIN_BLOCKS * BLOCK_ALIGN_UNITS:
+        block_units = max(1, -(-units // MIN_BLOCKS))
     n_blocks = -(-units // block_units)
     normals = normals_per_unit(spec)
     return BlockPlan(
