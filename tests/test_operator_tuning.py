@@ -38,6 +38,32 @@ def wait_tuning(jobs: JobsHarness, check: Any, what: str, timeout: float = 60) -
     )
 
 
+def wait_tuning_named(
+    jobs: JobsHarness, name: str, check: Any, what: str, timeout: float = 60
+) -> dict[str, Any]:
+    return dict(
+        wait_for(
+            lambda: (s := tuning_status(jobs, name)) and check(s) and s, timeout=timeout, what=what
+        )
+    )
+
+
+def wait_for_next_second(timestamp: str) -> None:
+    """Until the clock (the API server's: same machine) reads a later second than `timestamp`."""
+    wait_for(
+        lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > timestamp,
+        timeout=5,
+        interval=0.05,
+        what=f"a second later than {timestamp}",
+    )
+
+
+def pod_logs(jobs: JobsHarness, pod_prefix: str = "") -> str:
+    """What the pod runner's worker processes of this namespace printed (pods named so)."""
+    folders = (jobs.cluster.base_dir / "pods").glob(f"{jobs.namespace}_{pod_prefix}*")
+    return "".join(p.read_text(errors="replace") for f in folders for p in f.rglob("*.log"))
+
+
 def operator_sessions(dsn: str) -> int:
     async def count() -> int:
         con = await asyncpg.connect(dsn)
@@ -107,10 +133,10 @@ def test_queue_admits_at_most_the_limit_highest_priority_then_oldest(jobs: JobsH
     small = spec(LONG_ASIAN, paths=200_000, cache=False)
     for i, (name, prio) in enumerate(queued):
         jobs.create_job(name, spec(small, seed=10 + i, priority=prio))
-        time.sleep(1.1)  # distinct creation times: "then oldest" is observable
+        # Distinct creation times (whole seconds), so "then oldest" is observable.
+        wait_for_next_second(jobs.job(name)["metadata"]["creationTimestamp"])
+    wait_for(lambda: jobs.status("q-critical").get("phase") == "Queued", timeout=30, what="Queued")
     assert jobs.status("block-a").get("phase") == "Running", "block-a ended too soon for this test"
-    first = jobs.status("q-critical")
-    assert first.get("phase") == "Queued", first
     cond = jobs.condition("q-critical", "Admitted")
     assert cond and cond["status"] == "False" and cond["reason"] == "QueuedByConcurrencyLimit"
     assert tuning_status(jobs)["jobs"]["queued"] >= 1
@@ -208,8 +234,15 @@ def test_outages_degrade_then_recover_and_jobs_keep_their_promises(
             "PostgresReady=False",
         )
         assert st["phase"] == "Degraded"
-        assert jobs.status("weather").get("phase") != "Succeeded"  # never before it is stored
-        time.sleep(3)
+        # The job's loop meets the outage too, and never says Succeeded before it is stored.
+        wait_for(
+            lambda: (
+                (c := jobs.condition("weather", "DatabaseAvailable")) and c["status"] == "False"
+            ),
+            timeout=60,
+            what="the job's DatabaseAvailable=False",
+        )
+        assert jobs.status("weather").get("phase") != "Succeeded"
     finally:
         postgres_server.start()
         redis_server.start()
@@ -242,7 +275,26 @@ def test_no_secret_value_in_status_events_or_logs(jobs: JobsHarness, postgres_se
         )
     )
     jobs.create_job("leaky", spec(paths=200_000, seed=99, tuningRef="badpg"))
-    time.sleep(8)
+    # Wait until every error path has run: the PerfTuning's, the job loop's and the workers'.
+    wait_tuning_named(
+        jobs,
+        "badpg",
+        lambda s: (
+            {c["type"]: c["status"] for c in s.get("conditions") or []}.get("PostgresReady")
+            == "False"
+        ),
+        "badpg PostgresReady=False",
+    )
+    wait_for(
+        lambda: (c := jobs.condition("leaky", "DatabaseAvailable")) and c["status"] == "False",
+        timeout=60,
+        what="leaky's DatabaseAvailable=False",
+    )
+    wait_for(
+        lambda: "PostgreSQL unavailable" in pod_logs(jobs, "leaky-"),
+        timeout=60,
+        what="a worker of leaky meeting the unreachable database",
+    )
     secrets = [postgres_server.password, leaked]
     texts = {
         "statuses": jobs.kubectl("get", "mcj,ptune", "-o", "json").stdout,

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -101,25 +102,56 @@ class Job:
         env.update(extra)
         return env
 
-    def start(self, index: int, pg_dsn: str, redis_url: str, **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+    def start(self, index: int, pg_dsn: str, redis_url: str, **extra: str) -> Worker:
+        process = subprocess.Popen(
             MCOP_WORKER,
             env=self.env(index, pg_dsn, redis_url, **extra),
             cwd=ROOT,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
+        return Worker(process)
 
 
-def finish(process: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]:
+class Worker:
+    """A running `mcop worker`; its output is read as it comes, so tests can wait on it."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.append(line)
+
+    def output(self) -> str:
+        return "".join(list(self._lines))
+
+    def wait_output(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                pytest.fail(f"the worker never printed {text!r}:\n{self.output()}")
+            time.sleep(0.05)
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+
+def finish(worker: Worker, timeout: float = 180) -> tuple[int, str]:
     try:
-        out, err = process.communicate(timeout=timeout)
+        worker.process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"worker still running after {timeout} s:\n{err}")
-    return process.returncode, out + err
+        worker.process.kill()
+        worker.process.wait()
+        worker._reader.join(10)
+        pytest.fail(f"worker still running after {timeout} s:\n{worker.output()}")
+    worker._reader.join(10)
+    return worker.process.returncode, worker.output()
 
 
 async def _rows(pg_dsn: str, uid: str) -> list[tuple[int, int, int, str]]:
@@ -151,6 +183,18 @@ def progress(redis_url: str, uid: str) -> dict[int, ShardProgress]:
             await bus.close()
 
     return asyncio.run(read())
+
+
+def wait_for_progress(
+    redis_url: str, uid: str, check: Any, what: str, timeout: float = 60
+) -> ShardProgress:
+    """Shard 0's progress report once `check(report)` holds."""
+    deadline = time.monotonic() + timeout
+    while not ((report := progress(redis_url, uid).get(0)) and check(report)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"shard 0's progress never showed {what}: {report}")
+        time.sleep(0.1)
+    return report
 
 
 def wait_for_blocks(pg_dsn: str, uid: str, at_least: int, timeout: float = 120) -> int:
@@ -250,10 +294,11 @@ def test_worker_rides_out_a_short_postgres_outage(
     try:
         wait_for_blocks(pg_dsn, job.uid, 1)
         postgres_server.stop()
-        time.sleep(1.0)  # the worker finishes its block and starts waiting for the database
+        worker.wait_output("PostgreSQL unavailable")  # it finished a block and waits to store it
         before = progress(redis_url, job.uid)[0]
-        time.sleep(2.5)
-        during = progress(redis_url, job.uid)[0]
+        during = wait_for_progress(
+            redis_url, job.uid, lambda p: p.heartbeat - before.heartbeat >= 1.5, "heartbeats"
+        )
     finally:
         postgres_server.start()
     code, output = finish(worker)
@@ -318,7 +363,8 @@ def test_worker_rides_out_an_outage_whose_goodbye_arrives_before_the_close(
             wait_until_computing(pg_dsn)
             postgres_server.stop()
             relay.wait_for_goodbyes(1)
-            time.sleep(3.5)  # the worker meets the goodbye, then the close, then refusals
+            # The worker meets the goodbye, then the close, then refusals: it says it waits.
+            worker.wait_output("PostgreSQL unavailable")
         finally:
             postgres_server.start()
         code, output = finish(worker)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -93,6 +94,28 @@ def tunings(
     return {(namespace or "", name): dict(spec)}
 
 
+# -- the loops ----------------------------------------------------------------------------------
+async def _loop(
+    stopped: kopf.DaemonStopped, what: str, step: Callable[[], Awaitable[float | None]]
+) -> None:
+    """Run `step` until it returns None (finished) or the daemon stops, waiting the seconds it
+    returns between passes; a failing pass is retried with exponential backoff (at most 60 s)
+    instead of crashing the operator."""
+    failures = 0
+    while not stopped:
+        try:
+            delay = await step()
+            failures = 0
+        except Exception as exc:  # a dependency hiccup: log, back off, never crash the operator
+            metrics.count_error(exc)
+            failures += 1
+            delay = min(60.0, 2.0**failures)
+            log.warning("%s: %s (retrying in %.0fs)", what, exc, delay)
+        if delay is None:
+            return
+        await stopped.wait(delay)
+
+
 # -- MonteCarloJob -------------------------------------------------------------------------------
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in TERMINAL_PHASES
@@ -131,21 +154,12 @@ async def run_job(
         admit_lock=lambda ns: memo.admit_locks[ns],
         admitted_here=memo.admitted_here,
     )
-    failures = 0
-    while not stopped:
-        try:
-            outcome = await reconciler.step(body)
-            failures = 0
-        except Exception as exc:  # a dependency hiccup: log, back off, never crash the operator
-            metrics.count_error(exc)
-            failures += 1
-            delay = min(60.0, 2.0**failures)
-            log.warning("job %s/%s: %s (retrying in %.0fs)", namespace, name, exc, delay)
-            await stopped.wait(delay)
-            continue
-        if outcome.finished:
-            return
-        await stopped.wait(outcome.delay)
+
+    async def step() -> float | None:
+        outcome = await reconciler.step(body)
+        return None if outcome.finished else outcome.delay
+
+    await _loop(stopped, f"job {namespace}/{name}", step)
 
 
 @kopf.on.delete(naming.GROUP, naming.VERSION, naming.JOB_PLURAL, retries=30, backoff=2)
@@ -215,15 +229,9 @@ async def run_tuning(
     assert namespace is not None
     job_queue: kopf.Index[str, QueueEntry] = kwargs["job_queue"]
     reconciler = TuningReconciler(namespace, name, memo.kube, memo.connections)
-    failures = 0
-    while not stopped:
-        try:
-            queue = merge_local(job_queue.get(namespace, []), memo.admitted_here)
-            delay = await reconciler.step(body, queue)
-            failures = 0
-        except Exception as exc:  # never crash the operator over one PerfTuning
-            metrics.count_error(exc)
-            failures += 1
-            delay = min(60.0, 2.0**failures)
-            log.warning("perftuning %s/%s: %s (retrying in %.0fs)", namespace, name, exc, delay)
-        await stopped.wait(delay)
+
+    async def step() -> float:
+        queue = merge_local(job_queue.get(namespace, []), memo.admitted_here)
+        return await reconciler.step(body, queue)
+
+    await _loop(stopped, f"perftuning {namespace}/{name}", step)

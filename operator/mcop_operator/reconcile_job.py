@@ -321,12 +321,32 @@ class _Step:
     async def follow(
         self, services: Services, job_spec: Any, spec_hash: str, pc_name: str
     ) -> Outcome:
+        """A started job: merge its blocks, finish it once decided, else keep its workers going."""
         o = self.o
-        ns, worker_name = o.ref.namespace, naming.worker_job_name(o.ref.name)
         self.status.setdefault("startTime", now_rfc3339())
         await services.record_job(o.ref, self.spec, spec_hash, "Running", None)
+        summary, db_ok = await self.aggregate(services, job_spec, spec_hash)
+        if summary.final is not None:
+            return await self.finish(services, summary, spec_hash)
+        worker = await self.ensure_workers(services, spec_hash, pc_name)
+        if isinstance(worker, Outcome):
+            return worker
+        self.status["shards"] = job_status.shard_counts(worker, int(self.spec.get("shards", 1)))
+        failed = await self.worker_failure(worker)
+        if failed is not None:
+            return failed
+        suspended = bool(self.spec.get("suspend", False))
+        await self.watch_shards(services, suspended)
+        if suspended:
+            return self.suspended()
+        self.running(summary)
+        return await self.relaunch_if_incomplete(worker, summary, db_ok)
 
-        # The numbers: all finished blocks from PostgreSQL, merged in block order.
+    async def aggregate(
+        self, services: Services, job_spec: Any, spec_hash: str
+    ) -> tuple[numbers.Summary, bool]:
+        """All finished blocks from PostgreSQL, merged in block order; (summary, database up?)."""
+        o = self.o
         if o.aggregator is None or o.aggregator.spec_hash != spec_hash:
             o.aggregator = numbers.Aggregator(job_spec, spec_hash)
         db_ok = await services.pull_blocks(o.ref.uid, o.aggregator)
@@ -342,10 +362,14 @@ class _Step:
         o.rate.observe(summary.numbers.paths_done)
         self.count_paths(summary.numbers.paths_done)
         self.status.update(job_status.progress_fields(summary.numbers, o.rate.per_second()))
+        return summary, db_ok
 
-        if summary.final is not None:
-            return await self.finish(services, summary, spec_hash)
-
+    async def ensure_workers(
+        self, services: Services, spec_hash: str, pc_name: str
+    ) -> dict[str, Any] | Outcome:
+        """The worker Job, created when missing, its `suspend` following the spec's."""
+        o = self.o
+        ns, worker_name = o.ref.namespace, naming.worker_job_name(o.ref.name)
         # A job admitted a moment ago goes straight to the create (a 409 still finds an existing
         # Job): one read less per job when many arrive at once.
         worker = None if self.just_admitted else await o.kube.get_job(ns, worker_name)
@@ -386,16 +410,23 @@ class _Step:
             )
         elif bool((worker.get("spec") or {}).get("suspend")) != suspended:
             await o.kube.set_job_suspend(ns, worker_name, suspended)
-        self.status["shards"] = job_status.shard_counts(worker, int(self.spec.get("shards", 1)))
+        return worker
 
+    async def worker_failure(self, worker: Mapping[str, Any]) -> Outcome | None:
+        """The worker Job failed (deadline, a shard out of retries): Failed, with the pod's why."""
         failure = job_status.worker_job_failure(worker)
-        if failure is not None:
-            reason, message = failure
-            pods = await o.kube.list_pods(ns, f"{naming.JOB_LABEL}={o.ref.name[:63]}")
-            detail = job_status.pod_failure_summary(pods)
-            return self.fail(reason, f"{message}; {detail}" if detail else message)
+        if failure is None:
+            return None
+        reason, message = failure
+        pods = await self.o.kube.list_pods(
+            self.o.ref.namespace, f"{naming.JOB_LABEL}={self.o.ref.name[:63]}"
+        )
+        detail = job_status.pod_failure_summary(pods)
+        return self.fail(reason, f"{message}; {detail}" if detail else message)
 
-        redis_ok, reports = await services.shard_progress(o.ref.uid)
+    async def watch_shards(self, services: Services, suspended: bool) -> None:
+        """Heartbeats through Redis: replace silent shards, say whether Redis answers."""
+        redis_ok, reports = await services.shard_progress(self.o.ref.uid)
         if redis_ok and not suspended:
             await self.replace_silent_shards(services, reports)
         self.condition(
@@ -406,14 +437,17 @@ class _Step:
             if redis_ok
             else "Redis does not answer: progress is read from PostgreSQL; jobs still finish",
         )
-        if suspended:
-            self.phase("Suspended")
-            self.condition(
-                "Suspended", True, "Suspended", "spec.suspend is true; finished blocks are kept"
-            )
-            self.condition("Running", False, "Suspended", "suspended by spec.suspend")
-            o.rate.reset()
-            return Outcome(delay=o.config.waiting_interval_seconds)
+
+    def suspended(self) -> Outcome:
+        self.phase("Suspended")
+        self.condition(
+            "Suspended", True, "Suspended", "spec.suspend is true; finished blocks are kept"
+        )
+        self.condition("Running", False, "Suspended", "suspended by spec.suspend")
+        self.o.rate.reset()
+        return Outcome(delay=self.o.config.waiting_interval_seconds)
+
+    def running(self, summary: numbers.Summary) -> None:
         self.condition(
             "Suspended",
             False,
@@ -427,10 +461,15 @@ class _Step:
             "WorkersRunning",
             f"{summary.numbers.paths_done} of {summary.numbers.paths_total} paths simulated",
         )
+
+    async def relaunch_if_incomplete(
+        self, worker: Mapping[str, Any], summary: numbers.Summary, db_ok: bool
+    ) -> Outcome:
+        """Every shard exited 0 but blocks are missing: the database lost writes, or the workers
+        were stopped early. Relaunch (finished blocks are skipped), at most MAX_RELAUNCHES times.
+        While the operator cannot read PostgreSQL, nothing is known to be missing: wait."""
+        o = self.o
         if db_ok and job_status.worker_job_finished_ok(worker) and not summary.complete_on_record:
-            # Every shard exited 0 but blocks are missing: the database lost writes, or the
-            # workers were stopped early. Relaunch; finished blocks are skipped. (While the
-            # operator cannot read PostgreSQL, nothing is known to be missing: wait.)
             o.relaunches += 1
             missing = summary.numbers.paths_total - summary.numbers.paths_done
             if o.relaunches > MAX_RELAUNCHES:
@@ -443,7 +482,7 @@ class _Step:
             self.warn_once(
                 "relaunch", "WorkersRelaunched", "workers ended with blocks missing; relaunching"
             )
-            await o.kube.delete_job(ns, worker_name)
+            await o.kube.delete_job(o.ref.namespace, naming.worker_job_name(o.ref.name))
         return Outcome(delay=o.config.reconcile_interval_seconds)
 
     async def finish(self, services: Services, summary: numbers.Summary, spec_hash: str) -> Outcome:

@@ -65,6 +65,17 @@ async def postgres_status(services: Services) -> tuple[dict[str, Any], str]:
     return status, ""
 
 
+class _Conditions:
+    """A PerfTuning's conditions as this pass leaves them."""
+
+    def __init__(self, items: list[dict[str, Any]], generation: int) -> None:
+        self.items = items
+        self.generation = generation
+
+    def set(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        self.items = set_condition(self.items, type_, ok, reason, message, self.generation)
+
+
 class TuningReconciler:
     def __init__(self, namespace: str, name: str, kube: KubeApi, connections: ConnectionRegistry):
         self.namespace = namespace
@@ -79,63 +90,69 @@ class TuningReconciler:
         spec = dict(body.get("spec") or {})
         generation = int((body.get("metadata") or {}).get("generation") or 1)
         old_status: Mapping[str, Any] = body.get("status") or {}
-        conditions: list[dict[str, Any]] = list(old_status.get("conditions") or [])
+        conds = _Conditions(list(old_status.get("conditions") or []), generation)
         status: dict[str, Any] = {"observedGeneration": generation}
+        applied = await self._apply(spec, generation, conds)
+        if isinstance(applied, float):
+            return await self._write(status | {"phase": "Error"}, conds.items, applied)
+        status["appliedAt"] = self.applied_at
+        status.update(await self._measure(applied, conds), jobs=job_counts(queue))
+        metrics.export_tuning(self.namespace, self.name, status)
+        return await self._write(
+            status, conds.items, float(applied.tuning.metrics.interval_seconds)
+        )
 
-        def cond(type_: str, ok: bool, reason: str, message: str) -> None:
-            nonlocal conditions
-            conditions = set_condition(conditions, type_, ok, reason, message, generation)
-
+    async def _apply(
+        self, spec: Mapping[str, Any], generation: int, conds: _Conditions
+    ) -> Services | float:
+        """Hand the spec to the live pools; a bad spec or a missing Secret gives the seconds to
+        wait before the next try instead."""
         try:
             services = await self.connections.for_tuning(self.namespace, self.name, spec)
         except ManifestError as exc:
-            cond("SettingsApplied", False, "InvalidSpec", f"{exc.field}: {exc.message}")
-            return await self._write(status | {"phase": "Error"}, conditions, 30.0)
+            conds.set("SettingsApplied", False, "InvalidSpec", f"{exc.field}: {exc.message}")
+            return 30.0
         except SecretProblem as exc:
-            cond("SettingsApplied", False, "SecretNotFound", str(exc))
-            cond("Ready", False, "SecretNotFound", str(exc))
-            return await self._write(status | {"phase": "Error"}, conditions, 10.0)
+            conds.set("SettingsApplied", False, "SecretNotFound", str(exc))
+            conds.set("Ready", False, "SecretNotFound", str(exc))
+            return 10.0
         if self.applied_generation != generation:
             self.applied_generation, self.applied_at = generation, now_rfc3339()
             log.info(
                 "PerfTuning %s/%s generation %d applied", self.namespace, self.name, generation
             )
-        status["appliedAt"] = self.applied_at
-        cond("SettingsApplied", True, "Applied", "pools follow this spec; new worker Jobs too")
+        conds.set("SettingsApplied", True, "Applied", "pools follow this spec; new worker Jobs too")
+        return services
 
+    async def _measure(self, services: Services, conds: _Conditions) -> dict[str, Any]:
+        """Redis, PostgreSQL and the system, with the conditions and phase they imply."""
         redis, redis_problem = await redis_status(services)
         postgres, pg_problem = await postgres_status(services)
-        cond(
+        conds.set(
             "RedisReady",
             not redis_problem,
             "Connected" if not redis_problem else "RedisUnavailable",
             redis_problem or "Redis answers",
         )
-        cond(
+        conds.set(
             "PostgresReady",
             not pg_problem,
             "Connected" if not pg_problem else "PostgresUnavailable",
             pg_problem or "PostgreSQL answers",
         )
         problems = [p for p in (redis_problem and "Redis", pg_problem and "PostgreSQL") if p]
-        phase = "Degraded" if problems else "Ready"
-        cond(
+        conds.set(
             "Ready",
             not problems,
             "Degraded" if problems else "AllHealthy",
             f"unavailable: {', '.join(problems)}" if problems else "Redis and PostgreSQL answer",
         )
-        status.update(
-            phase=phase,
-            redis=redis,
-            postgres=postgres,
-            system=system_snapshot(),
-            jobs=job_counts(queue),
-        )
-        metrics.export_tuning(self.namespace, self.name, status)
-        return await self._write(
-            status, conditions, float(services.tuning.metrics.interval_seconds)
-        )
+        return {
+            "phase": "Degraded" if problems else "Ready",
+            "redis": redis,
+            "postgres": postgres,
+            "system": system_snapshot(),
+        }
 
     async def _write(
         self, status: dict[str, Any], conditions: list[dict[str, Any]], delay: float

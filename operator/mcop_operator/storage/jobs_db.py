@@ -98,14 +98,6 @@ async def upsert_job(
     )
 
 
-async def set_job_status(pool: PgPool, uid: str, status: str) -> bool:
-    """Change a job's status; False when the job is unknown."""
-    result = await pool.execute(
-        "UPDATE jobs SET status = $2, updated_at = now() WHERE uid = $1", uid, status
-    )
-    return result == "UPDATE 1"
-
-
 async def store_result(
     pool: PgPool, uid: str, result: Mapping[str, Any], *, status: str = "Succeeded"
 ) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mcop_worker.engine.blocks import plan_blocks, shard_blocks
+from mcop_worker.engine.blocks import BlockPlan, plan_blocks, shard_blocks
 from mcop_worker.engine.simulate import simulate_block
 from mcop_worker.engine.stats import BlockStats
 from mcop_worker.model.errors import ManifestError
@@ -131,26 +131,10 @@ def _configure_logging() -> None:
 
 
 async def _work(settings: WorkerSettings, spec: JobSpec, digest: str) -> int:
-    terminated = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, terminated.set)
-
+    terminated = _terminated_on_signals()
     plan = plan_blocks(spec)
     mine = list(shard_blocks(plan.n_blocks, settings.shards, settings.shard_index))
-    uid, shard = settings.job_uid, settings.shard_index
-    log.info(
-        "job %s/%s (uid %s) shard %d of %d: %d of %d blocks; PostgreSQL %s, Redis %s",
-        settings.job_namespace,
-        settings.job_name,
-        uid,
-        shard,
-        settings.shards,
-        len(mine),
-        plan.n_blocks,
-        redact(settings.postgres_dsn),
-        redact(settings.redis_url),
-    )
+    _log_start(settings, len(mine), plan.n_blocks)
     bus = ProgressBus(settings.redis_url, settings.redis, client_name="mcop-worker")
 
     def retry(what: str, attempt: Callable[[], Awaitable[T]]) -> Awaitable[T]:
@@ -158,56 +142,16 @@ async def _work(settings: WorkerSettings, spec: JobSpec, digest: str) -> int:
 
     pool: PgPool | None = None
     heartbeat: asyncio.Task[None] | None = None
+    uid, shard = settings.job_uid, settings.shard_index
     try:
         pool = await retry("connect", functools.partial(_open_pool, settings))
-        db = pool
-        await retry("migrate", functools.partial(results_db.migrate, db))
-        done = await retry(
-            "read finished blocks", functools.partial(results_db.done_blocks, db, uid, digest)
-        )
-        todo = [b for b in mine if b not in done]
-        counters = _Counters(
-            blocks_total=len(mine),
-            blocks_done=len(mine) - len(todo),
-            paths_done=sum(plan.paths_in_block(b) for b in mine if b in done),
-        )
-        if len(todo) < len(mine):
-            log.info(
-                "%d of this shard's blocks were stored earlier; skipping them",
-                len(mine) - len(todo),
-            )
+        todo, counters = await _resume(pool, retry, settings, digest, plan, mine)
         await bus.publish_progress(uid, shard, counters.report())
         heartbeat = asyncio.create_task(
             _heartbeat(bus, uid, shard, counters, settings.heartbeat_seconds)
         )
-
-        for block in todo:
-            limit = await bus.stop_requested(uid)
-            if limit is not None and block >= limit:
-                log.info("the operator needs no block from %d on; stopping", limit)
-                counters.state = "stopped"
-                break
-            stats = await _simulate(spec, block, terminated)
-            store = functools.partial(
-                results_db.insert_block, db, uid, digest, block, stats.to_json(), shard
-            )
-            inserted = await retry(f"store block {block}", store)
-            if not inserted:
-                log.info("block %d was already stored by another attempt", block)
-            counters.blocks_done += 1
-            counters.paths_done += stats.paths
-            await bus.publish_progress(uid, shard, counters.report())
-        else:
-            counters.state = "done"
-        await bus.publish_progress(uid, shard, counters.report())
-        log.info(
-            "shard %d %s: %d of %d blocks stored, %d paths",
-            shard,
-            counters.state,
-            counters.blocks_done,
-            counters.blocks_total,
-            counters.paths_done,
-        )
+        shard_run = _ShardRun(settings, spec, digest, pool, bus, retry, terminated, counters)
+        await shard_run.blocks(todo)
         return EXIT_OK
     except Terminated:
         log.info("SIGTERM: leaving the current block unfinished; a retried shard resumes here")
@@ -218,6 +162,114 @@ async def _work(settings: WorkerSettings, spec: JobSpec, digest: str) -> int:
         await bus.close()
         if pool is not None:
             await pool.close(timeout=2.0)
+
+
+def _terminated_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT."""
+    terminated = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, terminated.set)
+    return terminated
+
+
+def _log_start(settings: WorkerSettings, mine: int, n_blocks: int) -> None:
+    log.info(
+        "job %s/%s (uid %s) shard %d of %d: %d of %d blocks; PostgreSQL %s, Redis %s",
+        settings.job_namespace,
+        settings.job_name,
+        settings.job_uid,
+        settings.shard_index,
+        settings.shards,
+        mine,
+        n_blocks,
+        redact(settings.postgres_dsn),
+        redact(settings.redis_url),
+    )
+
+
+RetryFn = Callable[[str, Callable[[], Awaitable[T]]], Awaitable[T]]
+
+
+async def _resume(
+    db: PgPool,
+    retry: RetryFn[Any],
+    settings: WorkerSettings,
+    digest: str,
+    plan: BlockPlan,
+    mine: list[int],
+) -> tuple[list[int], _Counters]:
+    """Migrate the schema, then the shard's blocks still to do and its counters so far (a retried
+    shard skips what its predecessors stored)."""
+    await retry("migrate", functools.partial(results_db.migrate, db))
+    done = await retry(
+        "read finished blocks",
+        functools.partial(results_db.done_blocks, db, settings.job_uid, digest),
+    )
+    todo = [b for b in mine if b not in done]
+    counters = _Counters(
+        blocks_total=len(mine),
+        blocks_done=len(mine) - len(todo),
+        paths_done=sum(plan.paths_in_block(b) for b in mine if b in done),
+    )
+    if len(todo) < len(mine):
+        log.info(
+            "%d of this shard's blocks were stored earlier; skipping them", len(mine) - len(todo)
+        )
+    return todo, counters
+
+
+@dataclass
+class _ShardRun:
+    """What simulating and storing this shard's blocks needs."""
+
+    settings: WorkerSettings
+    spec: JobSpec
+    digest: str
+    db: PgPool
+    bus: ProgressBus
+    retry: RetryFn[Any]
+    terminated: asyncio.Event
+    counters: _Counters
+
+    async def blocks(self, todo: list[int]) -> None:
+        """Simulate and store each block in order, until done or the operator says stop."""
+        uid, shard, counters = self.settings.job_uid, self.settings.shard_index, self.counters
+        for block in todo:
+            limit = await self.bus.stop_requested(uid)
+            if limit is not None and block >= limit:
+                log.info("the operator needs no block from %d on; stopping", limit)
+                counters.state = "stopped"
+                break
+            await self.block(block)
+            await self.bus.publish_progress(uid, shard, counters.report())
+        else:
+            counters.state = "done"
+        await self.bus.publish_progress(uid, shard, counters.report())
+        log.info(
+            "shard %d %s: %d of %d blocks stored, %d paths",
+            shard,
+            counters.state,
+            counters.blocks_done,
+            counters.blocks_total,
+            counters.paths_done,
+        )
+
+    async def block(self, block: int) -> None:
+        stats = await _simulate(self.spec, block, self.terminated)
+        store = functools.partial(
+            results_db.insert_block,
+            self.db,
+            self.settings.job_uid,
+            self.digest,
+            block,
+            stats.to_json(),
+            self.settings.shard_index,
+        )
+        if not await self.retry(f"store block {block}", store):
+            log.info("block %d was already stored by another attempt", block)
+        self.counters.blocks_done += 1
+        self.counters.paths_done += stats.paths
 
 
 async def _open_pool(settings: WorkerSettings) -> PgPool:
