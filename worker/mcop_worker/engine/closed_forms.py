@@ -239,3 +239,38 @@ def lognormal_es(
     if units >= 0:
         return value * (1.0 - growth * norm_cdf(-z - s) / (1.0 - level))
     return value * (growth * norm_cdf(s - z) / (1.0 - level) - 1.0)
+
+
+def norm_pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def black_scholes_greeks(
+    spot: float,
+    strike: float,
+    rate: float,
+    dividend_yield: float,
+    volatility: float,
+    maturity: float,
+    option_type: str,
+) -> dict[str, float]:
+    """The engine's Greek conventions for a European option, volatility > 0:
+    delta dV/dS, gamma d2V/dS2, vega dV/dvol (per unit of volatility: 1.0 = 100 points), rho
+    dV/dr (per unit of rate), theta dV/dt = -dV/dT (calendar time passing, per year: negative
+    when the option loses value as time passes)."""
+    phi = _phi(option_type)
+    sd = volatility * math.sqrt(maturity)
+    d1 = (math.log(spot / strike) + (rate - dividend_yield + 0.5 * volatility**2) * maturity) / sd
+    d2 = d1 - sd
+    carry = math.exp(-dividend_yield * maturity)
+    discount = math.exp(-rate * maturity)
+    density = norm_pdf(d1)
+    return {
+        "delta": phi * carry * norm_cdf(phi * d1),
+        "gamma": carry * density / (spot * sd),
+        "vega": spot * carry * density * math.sqrt(maturity),
+        "rho": phi * strike * maturity * discount * norm_cdf(phi * d2),
+        "theta": -spot * carry * density * volatility / (2.0 * math.sqrt(maturity))
+        - phi * rate * strike * discount * norm_cdf(phi * d2)
+        + phi * dividend_yield * spot * carry * norm_cdf(phi * d1),
+    }
