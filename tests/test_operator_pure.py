@@ -34,6 +34,25 @@ def _job(**over: Any) -> dict[str, Any]:
     )
 
 
+def test_redis_mode_reaches_the_workers_and_replica_settings_are_typed() -> None:
+    tuning = tuning_from_spec(
+        "t",
+        {
+            "redis": {"mode": "cluster"},
+            "postgres": {"readReplicaDsnSecretRef": {"name": "pg-ro", "key": "dsn"}},
+        },
+    )
+    assert tuning.redis.pool.mode == "cluster"
+    assert tuning.worker_env()["MCOP_REDIS_MODE"] == "cluster"
+    assert tuning.postgres.replica_secret is not None
+    assert (tuning.postgres.replica_secret.name, tuning.postgres.max_replica_lag_seconds) == (
+        "pg-ro",
+        10.0,
+    )
+    default = tuning_from_spec("default", None)
+    assert default.redis.pool.mode == "standalone" and default.postgres.replica_secret is None
+
+
 def test_worker_job_is_indexed_owned_and_labelled() -> None:
     job = _job()
     assert job["metadata"]["name"] == "spx-asian-workers"

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from mcop_devcluster.services import RedisServer
-from mcop_operator.storage.redis_bus import OperatorBus
+from mcop_operator.storage.redis_bus import OperatorBus, result_key
 from mcop_worker.storage.progress_bus import ShardProgress, progress_key, stop_key
 from mcop_worker.storage.settings import RedisPoolSettings
 
@@ -228,3 +228,92 @@ def test_redis_password_never_reaches_a_log_line(caplog: pytest.LogCaptureFixtur
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "127.0.0.1:1" in text and "***" in text
     assert "hunter2" not in text
+
+
+# --- Redis Cluster (spec.redis.mode: cluster) ---------------------------------------------------
+
+CLUSTER = RedisPoolSettings(mode="cluster", socket_timeout_seconds=2.0)
+
+
+def test_a_jobs_keys_share_one_slot_and_results_spread_by_hash() -> None:
+    from redis.crc import key_slot
+
+    uid = str(uuid.uuid4())
+    assert key_slot(progress_key(uid).encode()) == key_slot(stop_key(uid).encode())
+    slots = {key_slot(result_key(f"sha256:{n:064x}").encode()) for n in range(64)}
+    assert len(slots) > 32, "result keys are spread over the cluster"
+
+
+def test_progress_stop_and_cache_work_against_a_redis_cluster(redis_cluster_url: str) -> None:
+    uids = [str(uuid.uuid4()) for _ in range(12)]  # enough to land on every primary
+    now = time.time()
+
+    async def body(bus: OperatorBus) -> tuple[Any, ...]:
+        for n, uid in enumerate(uids):
+            assert await bus.publish_progress(uid, 0, ShardProgress(n, 12, n * 100, now))
+            assert await bus.request_stop(uid, block_limit=5)
+            await bus.request_stop(uid, block_limit=9)  # never raised
+        await bus.cache_result("sha256:abc", '{"estimate": 2.5}', ttl_seconds=60)
+        progress = [await bus.read_progress(uid) for uid in uids]
+        stops = [await bus.stop_requested(uid) for uid in uids]
+        return progress, stops, await bus.cached_result("sha256:abc"), await bus.server_metrics()
+
+    progress, stops, cached, metrics = with_bus(redis_cluster_url, body, CLUSTER)
+    assert progress == [{0: ShardProgress(n, 12, n * 100, now)} for n in range(12)]
+    assert stops == [5] * 12
+    assert cached == '{"estimate": 2.5}'
+    assert metrics.connected and metrics.keys == 2 * 12 + 1, metrics  # summed over primaries
+    assert metrics.keyspace_hits >= 1
+
+
+def test_the_standalone_client_refuses_what_a_cluster_asks_it(redis_cluster_url: str) -> None:
+    """Without mode: cluster, a key on another primary is a MOVED error: the bus says Redis is
+    unavailable rather than pretending (which is why the mode is a setting, not a guess)."""
+    uids = [str(uuid.uuid4()) for _ in range(12)]
+
+    async def body(bus: OperatorBus) -> list[bool]:
+        return [await bus.request_stop(uid, 3) for uid in uids]
+
+    answers = with_bus(redis_cluster_url, body, RedisPoolSettings(socket_timeout_seconds=2.0))
+    assert False in answers
+
+
+async def _both(bus: OperatorBus, uid: str) -> tuple[Any, Any]:
+    return await bus.read_progress(uid), await bus.stop_requested(uid)
+
+
+async def _eventually(
+    call: Callable[[], Awaitable[T]], good: Callable[[T], bool], timeout: float = 30.0
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await call()
+        if good(got) or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.2)
+
+
+def test_a_primary_failing_over_loses_no_progress_or_stop_request(
+    redis_cluster: Any, redis_cluster_url: str
+) -> None:
+    uid = str(uuid.uuid4())
+    now = time.time()
+
+    async def body(bus: OperatorBus) -> tuple[Any, ...]:
+        await bus.publish_progress(uid, 0, ShardProgress(3, 8, 300, now))
+        await bus.request_stop(uid, block_limit=6)
+        # A coordinated failover: the replica catches up, then takes the primary's slots.
+        await asyncio.to_thread(redis_cluster.failover, progress_key(uid))
+        # A call during the switch may time out (the old primary pauses its clients, and a
+        # loaded machine stretches that): such a call answers "away"; what matters is that the
+        # data is on the new primary once it answers.
+        after = await _eventually(lambda: _both(bus, uid), lambda got: got[0] != {})
+        while not await bus.publish_progress(uid, 1, ShardProgress(4, 8, 400, now + 1)):
+            await asyncio.sleep(0.2)
+        return after, await bus.read_progress(uid), bus.available
+
+    (progress, stop), later, available = with_bus(redis_cluster_url, body, CLUSTER)
+    assert progress == {0: ShardProgress(3, 8, 300, now)}
+    assert stop == 6
+    assert later == {0: ShardProgress(3, 8, 300, now), 1: ShardProgress(4, 8, 400, now + 1)}
+    assert available

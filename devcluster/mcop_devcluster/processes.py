@@ -215,7 +215,14 @@ def reap_abandoned(prefix: str) -> list[Path]:
             continue
         if _recorded_process(owner) is not None:
             continue  # its session still runs
-        kill_recorded([folder / REGISTRY_FILE, *folder.glob("pods/*/*.pid")])
+        # Servers of several nodes (a Redis Cluster) keep their registries one folder down.
+        kill_recorded(
+            [
+                folder / REGISTRY_FILE,
+                *folder.glob(f"*/{REGISTRY_FILE}"),
+                *folder.glob("pods/*/*.pid"),
+            ]
+        )
         shutil.rmtree(folder, ignore_errors=True)
         reaped.append(folder)
     return reaped

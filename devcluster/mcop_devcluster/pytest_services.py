@@ -6,6 +6,12 @@
 - ``redis_server`` (session): a :class:`~mcop_devcluster.services.RedisServer` with ``.url``,
   ``.port``, ``.stop()``, ``.start()`` and ``.kill()``.
 - ``redis_url`` (function): ``redis_server.url`` after flushing every key, so tests start clean.
+- ``postgres_replica`` (session): a :class:`~mcop_devcluster.services.PostgresReplica`, a streaming
+  hot standby of ``postgres_server`` (``pg_basebackup``), with ``.dsn_for(db)``, ``.stop()``,
+  ``.start()``, ``.pause_replay()`` and ``.resume_replay()``.
+- ``redis_cluster`` (session): a :class:`~mcop_devcluster.services.RedisClusterServer`, three
+  primaries with a replica each, with ``.url`` (one node), ``.failover(key)`` and ``.nodes``.
+- ``redis_cluster_url`` (function): ``redis_cluster.url`` once healthy, every primary flushed.
 
 A test that stops a server does not need to restart it: the fixtures start it again for the next
 test. A missing program fails the test with how to install it (never a silent skip).
@@ -19,7 +25,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from mcop_devcluster.processes import stop_servers_on_sigterm
-from mcop_devcluster.services import MissingProgram, PostgresServer, RedisServer
+from mcop_devcluster.services import (
+    MissingProgram,
+    PostgresReplica,
+    PostgresServer,
+    RedisClusterServer,
+    RedisServer,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +61,20 @@ def pg_dsn(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def postgres_replica(postgres_server: PostgresServer) -> Iterator[PostgresReplica]:
+    postgres_server.start()
+    try:
+        replica = PostgresReplica(postgres_server)
+    except MissingProgram as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        replica.start()
+        yield replica
+    finally:
+        replica.cleanup()
+
+
+@pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     try:
         server = RedisServer()
@@ -73,3 +99,31 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
         client.close()
     yield redis_server.url
     redis_server.start()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    try:
+        cluster = RedisClusterServer(masters=3, replicas=1)
+    except MissingProgram as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterServer) -> str:
+    import redis
+
+    redis_cluster.wait_healthy()  # a previous test may have failed a primary over
+    for node in redis_cluster.nodes:
+        client = redis.Redis(host="127.0.0.1", port=node.port)
+        try:
+            if client.info("replication").get("role") == "master":
+                client.flushall()
+        finally:
+            client.close()
+    return redis_cluster.url

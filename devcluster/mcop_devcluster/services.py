@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from mcop_devcluster.ports import LOOPBACK, free_port
@@ -237,11 +238,60 @@ class PostgresServer:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-class RedisServer:
-    """A throw-away Redis without persistence."""
+class PostgresReplica(PostgresServer):
+    """A streaming replica (hot standby) of ``primary``: ``pg_basebackup -R`` of it on a free port,
+    same superuser and password. ``pause_replay()`` / ``resume_replay()`` make it lag on purpose."""
 
-    def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, primary: PostgresServer) -> None:
+        super().__init__()
+        self.primary = primary
+        self.password = primary.password
+
+    def _initdb(self) -> None:  # a copy of the primary instead of an empty cluster
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._check_reachable()
+        if self._os_user is not None:
+            os.chown(self.base_dir, self._os_user.pw_uid, self._os_user.pw_gid)
+        result = subprocess.run(
+            [
+                str(self.bin_dir / "pg_basebackup"),
+                f"--pgdata={self.data_dir}",
+                f"--host={LOOPBACK}",
+                f"--port={self.primary.port}",
+                f"--username={self.primary.user}",
+                "--wal-method=stream",
+                "--write-recovery-conf",  # standby.signal and primary_conninfo
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGPASSWORD": self.primary.password},
+            user=self._os_user.pw_uid if self._os_user else None,
+            group=self._os_user.pw_gid if self._os_user else None,
+            cwd=self.base_dir,
+        )
+        if result.returncode != 0:
+            raise ProcessStartError(f"pg_basebackup failed:\n{result.stdout}\n{result.stderr}")
+
+    def pause_replay(self) -> None:
+        asyncio.run(_execute(self.dsn, "SELECT pg_wal_replay_pause()"))
+
+    def resume_replay(self) -> None:
+        asyncio.run(_execute(self.dsn, "SELECT pg_wal_replay_resume()"))
+
+
+class RedisServer:
+    """A throw-away Redis without persistence (``extra_args``: more redis-server options)."""
+
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.program = redis_server_program()
+        self.extra_args = extra_args
         if base_dir is None:
             reap_abandoned(REDIS_PREFIX)  # servers of sessions that were killed outright
             base_dir = Path(tempfile.mkdtemp(prefix=REDIS_PREFIX))
@@ -283,6 +333,7 @@ class RedisServer:
             "--appendonly", "no",
             "--daemonize", "no",
             "--protected-mode", "yes",
+            *self.extra_args,
         ]  # fmt: skip
         self._process = ManagedProcess(
             "redis-server",
@@ -308,6 +359,130 @@ class RedisServer:
         if self._process is not None and self._process.pid is not None and self.running:
             os.kill(self._process.pid, signal.SIGKILL)
             self._process.stop(timeout=5.0)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+class RedisClusterServer:
+    """A throw-away Redis Cluster: ``masters`` primaries, each with ``replicas`` replicas, made by
+    ``redis-cli --cluster create`` in one temporary folder (a sub-folder per node). A short
+    ``cluster-node-timeout`` so that a killed primary is replaced within seconds."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1500) -> None:
+        redis_server_program()
+        if shutil.which("redis-cli") is None:
+            raise MissingProgram(f"redis-cli not found on PATH: {INSTALL_HINT}")
+        reap_abandoned(REDIS_PREFIX)
+        self.base_dir = Path(tempfile.mkdtemp(prefix=REDIS_PREFIX + "cluster-"))
+        claim_folder(self.base_dir)  # its nodes' registries are reaped with it
+        self.masters, self.replicas = masters, replicas
+        self.nodes: list[RedisServer] = []
+        for index in range(masters * (1 + replicas)):
+            folder = self.base_dir / f"node{index}"
+            folder.mkdir()
+            self.nodes.append(
+                RedisServer(
+                    base_dir=folder,
+                    extra_args=(
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", str(folder / "nodes.conf"),
+                        # The bus port is otherwise port + 10000, past 65535 for high ports.
+                        "--cluster-port", str(free_port()),
+                        "--cluster-node-timeout", str(node_timeout_ms),
+                        # Replicas take over whatever their primary's last contact was.
+                        "--cluster-replica-validity-factor", "0",
+                    ),
+                )
+            )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """One node's URL: the clients discover the others (CLUSTER SLOTS)."""
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 60.0) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"{LOOPBACK}:{node.port}" for node in self.nodes]
+        result = subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses,
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ProcessStartError(f"redis-cli --cluster create failed:\n{result.stdout}")
+        self.wait_healthy(timeout)
+
+    def _client(self, node: RedisServer) -> Any:
+        import redis
+
+        return redis.Redis(host=LOOPBACK, port=node.port, socket_timeout=1, decode_responses=True)
+
+    def _ask(self, node: RedisServer, *command: str) -> Any:
+        client = self._client(node)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
+    def _role(self, node: RedisServer) -> dict[str, Any]:
+        return dict(self._ask(node, "INFO", "replication"))
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until every running node says cluster_state:ok and every slot has a primary."""
+
+        def healthy() -> bool:
+            running = [node for node in self.nodes if node.running]
+            for node in running:
+                if dict(self._ask(node, "CLUSTER INFO")).get("cluster_state") != "ok":
+                    return False
+            primaries = sum(self._role(node).get("role") == "master" for node in running)
+            return bool(primaries == self.masters)
+
+        wait_until(healthy, timeout=timeout, what="the Redis Cluster to be healthy", interval=0.2)
+
+    def primary_for(self, key: str) -> RedisServer:
+        """The running node that serves ``key``'s slot as primary now (by its own account)."""
+        slot = int(self._ask(self.nodes[0], "CLUSTER", "KEYSLOT", key))
+        for node in self.nodes:
+            if not node.running or self._role(node).get("role") != "master":
+                continue
+            for entry in dict(self._ask(node, "CLUSTER NODES")).values():
+                if "myself" not in entry["flags"]:
+                    continue
+                for span in entry["slots"]:
+                    low, high = int(span[0]), int(span[-1])
+                    if low <= slot <= high:
+                        return node
+        raise LookupError(f"no running primary serves the slot of {key!r}")
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        for node in self.nodes:
+            if node is not primary and node.running:
+                role = self._role(node)
+                if role.get("role") == "slave" and int(role.get("master_port", 0)) == primary.port:
+                    return node
+        raise LookupError(f"no running replica follows the primary on port {primary.port}")
+
+    def failover(self, key: str, timeout: float = 60.0) -> tuple[RedisServer, RedisServer]:
+        """A coordinated failover (CLUSTER FAILOVER on the replica) of ``key``'s primary; returns
+        (old primary, new primary) once the replica has taken over."""
+        old = self.primary_for(key)
+        new = self.replica_of(old)
+        self._ask(new, "CLUSTER", "FAILOVER")
+        wait_until(
+            lambda: self.primary_for(key) is new,
+            timeout=timeout,
+            what=f"the replica on port {new.port} to take over",
+            interval=0.1,
+        )
+        return old, new
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
     def cleanup(self) -> None:
         self.stop()

@@ -22,6 +22,7 @@ from . import numbers
 from .builders import JobRef
 from .config import DefaultConnection
 from .kube import KubeApi, SecretProblem
+from .read_replica import NOT_CONFIGURED, ReadReplica, ReplicaState
 from .storage import jobs_db
 from .storage.redis_bus import OperatorBus
 from .tuning import Tuning, tuning_from_spec
@@ -60,6 +61,8 @@ class Services:
         self._pg_failed_at = 0.0
         self._lock = asyncio.Lock()
         self._recorded: dict[str, str] = {}
+        self.read_replica: ReadReplica | None = None
+        self._replica_problem: ReplicaState | None = None  # a missing Secret, say
 
     # -- set-up --------------------------------------------------------------------------------
     async def read_secrets(self) -> None:
@@ -69,6 +72,7 @@ class Services:
         pg, rd = self.tuning.postgres.dsn_secret, self.tuning.redis.url_secret
         dsn = await self._kube.read_secret_value(self.namespace, pg.name, pg.key)
         url = await self._kube.read_secret_value(self.namespace, rd.name, rd.key)
+        await self._read_replica_secret()
         self._secrets_read_at = time.monotonic()
         if dsn != self._dsn and self.pg is not None:
             await self.pg.reconfigure(self.tuning.postgres.pool, dsn=dsn)
@@ -77,17 +81,59 @@ class Services:
             self.bus = None
         self._dsn, self._redis_url = dsn, url
 
+    async def _read_replica_secret(self) -> None:
+        """The replica's DSN; a missing Secret leaves reads on the primary and says so."""
+        ref = self.tuning.postgres.replica_secret
+        dsn: str | None = None
+        self._replica_problem = None
+        if ref is not None:
+            try:
+                dsn = await self._kube.read_secret_value(self.namespace, ref.name, ref.key)
+            except SecretProblem as exc:
+                self._replica_problem = ReplicaState(
+                    False,
+                    "SecretNotFound",
+                    f"spec.postgres.readReplicaDsnSecretRef: {exc}; reads go to the primary",
+                )
+        lag = self.tuning.postgres.max_replica_lag_seconds
+        current = self.read_replica
+        if current is not None and (current.dsn != dsn or current.max_lag_seconds != lag):
+            self.read_replica = None
+            await current.close()
+        if dsn is not None and self.read_replica is None:
+            self.read_replica = ReadReplica(dsn, lag)
+
+    def replica_state(self) -> ReplicaState:
+        """What the PerfTuning's ReadReplica condition says."""
+        if self._replica_problem is not None:
+            return self._replica_problem
+        return NOT_CONFIGURED if self.read_replica is None else self.read_replica.state
+
+    async def reader(self) -> PgPool | None:
+        """Where reads go: the replica while it answers and keeps up, else the primary."""
+        primary = await self.database()
+        if self.read_replica is not None:
+            replica = await self.read_replica.usable(primary)
+            if replica is not None:
+                return replica
+        return primary
+
     async def retune(self, tuning: Tuning) -> None:
         """Apply a changed PerfTuning without a restart: pools are swapped, work in flight kept."""
         old, self.tuning = self.tuning, tuning
-        if old.postgres.dsn_secret != tuning.postgres.dsn_secret or (
-            old.redis.url_secret != tuning.redis.url_secret
+        if (
+            old.postgres.dsn_secret != tuning.postgres.dsn_secret
+            or old.postgres.replica_secret != tuning.postgres.replica_secret
+            or old.postgres.max_replica_lag_seconds != tuning.postgres.max_replica_lag_seconds
+            or old.redis.url_secret != tuning.redis.url_secret
         ):
             self._secrets_read_at = 0.0
         if self.pg is not None and old.postgres.pool != tuning.postgres.pool:
             await self.pg.reconfigure(tuning.postgres.pool)
         if self.bus is not None and old.redis.pool != tuning.redis.pool:
             await self.bus.reconfigure(tuning.redis.pool)
+        if old.postgres.replica_secret is not None and tuning.postgres.replica_secret is None:
+            await self._read_replica_secret()  # no replica any more: close its pool now
 
     async def database(self) -> PgPool | None:
         """The pool, opened (and migrated) on first use; None while PostgreSQL does not answer."""
@@ -124,6 +170,8 @@ class Services:
         return self.bus
 
     async def close(self) -> None:
+        if self.read_replica is not None:
+            await self.read_replica.close()
         if self.pg is not None:
             await self.pg.close()
         if self.bus is not None:
@@ -140,6 +188,19 @@ class Services:
             log.warning("PostgreSQL call %s failed: %s", getattr(fn, "__name__", fn), exc)
             self._pg_failed_at = time.monotonic()
             return False, None
+
+    async def _read_call(self, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """A read: on the replica when it may serve, on the primary otherwise, and on the primary
+        at once when the replica fails mid-call (nothing waits for the replica to come back)."""
+        pool = await self.reader()
+        if pool is None or pool is self.pg:
+            return await self._db_call(fn, *args, **kwargs)
+        try:
+            return True, await fn(pool, *args, **kwargs)
+        except _db_errors() as exc:
+            assert self.read_replica is not None
+            self.read_replica.failed(exc)
+            return await self._db_call(fn, *args, **kwargs)
 
     async def record_job(
         self,
@@ -174,7 +235,7 @@ class Services:
 
     async def pull_blocks(self, uid: str, aggregator: numbers.Aggregator) -> bool:
         """Feed the blocks stored since the last call into the aggregator."""
-        ok, rows = await self._db_call(
+        ok, rows = await self._read_call(
             jobs_db.blocks_since, uid, aggregator.spec_hash, aggregator.last_seq
         )
         if ok:
@@ -183,8 +244,16 @@ class Services:
         return ok
 
     async def cached_result(self, spec_hash: str) -> dict[str, Any] | None:
+        """Redis first; on a miss, the jobs table (on the read replica when there is one): a result
+        stored within the PerfTuning's ttlSeconds serves as a cache hit, so an evicted key or a
+        restarted Redis does not cost a recomputation."""
         raw = await self.redis().cached_result(spec_hash)
-        return None if raw is None else dict(json.loads(raw))
+        if raw is not None:
+            return dict(json.loads(raw))
+        ok, stored = await self._read_call(
+            jobs_db.result_for_spec_hash, spec_hash, self.tuning.redis.ttl_seconds
+        )
+        return dict(stored) if ok and stored is not None else None
 
     async def cache_result(self, spec_hash: str, result: Mapping[str, Any]) -> None:
         await self.redis().cache_result(

@@ -9,6 +9,7 @@ from typing import Any
 
 from mcop_operator.storage import db_metrics
 from mcop_worker.model.errors import ManifestError
+from mcop_worker.storage.pool import PgPool
 
 from . import metrics
 from .admission import QueueEntry, job_counts
@@ -38,31 +39,40 @@ async def redis_status(services: Services) -> tuple[dict[str, Any], str]:
 
 
 async def postgres_status(services: Services) -> tuple[dict[str, Any], str]:
-    """(status.postgres, problem or "")."""
+    """(status.postgres, problem or ""). The measurements are reads: on the read replica when
+    there is one that keeps up (they then describe the replica), else on the primary."""
     pool = await services.database()
     if pool is None:
         return {"connected": False}, "PostgreSQL does not answer"
+    stats = pool.stats()
+    reader = await services.reader() or pool
     try:
-        stats = pool.stats()
-        usage = await db_metrics.index_usage(pool)
-        slow = await db_metrics.slow_queries(pool, services.tuning.metrics.slow_query_threshold_ms)
-        status: dict[str, Any] = {
-            "connected": True,
-            "poolSize": stats.size,
-            "poolInUse": stats.in_use,
-            "activeConnections": await db_metrics.active_connections(pool),
-            "slowQueriesAvailable": slow.available,
-            "slowQueries": [q.to_status() for q in slow.queries],
-            "tableSizesBytes": await db_metrics.table_sizes(pool),
-            "indexes": [
-                {"name": i.name, "table": i.table, "scans": i.scans, "sizeBytes": i.size_bytes}
-                for i in usage.indexes
-            ],
-            "unusedIndexes": usage.unused,
-        }
+        measured = await _measurements(services, reader)
     except Exception as exc:
-        return {"connected": False}, f"{type(exc).__name__}: {exc}"
-    return status, ""
+        if reader is pool or services.read_replica is None:
+            return {"connected": False}, f"{type(exc).__name__}: {exc}"
+        services.read_replica.failed(exc)
+        try:
+            measured = await _measurements(services, pool)
+        except Exception as again:
+            return {"connected": False}, f"{type(again).__name__}: {again}"
+    return {"connected": True, "poolSize": stats.size, "poolInUse": stats.in_use, **measured}, ""
+
+
+async def _measurements(services: Services, pool: PgPool) -> dict[str, Any]:
+    usage = await db_metrics.index_usage(pool)
+    slow = await db_metrics.slow_queries(pool, services.tuning.metrics.slow_query_threshold_ms)
+    return {
+        "activeConnections": await db_metrics.active_connections(pool),
+        "slowQueriesAvailable": slow.available,
+        "slowQueries": [q.to_status() for q in slow.queries],
+        "tableSizesBytes": await db_metrics.table_sizes(pool),
+        "indexes": [
+            {"name": i.name, "table": i.table, "scans": i.scans, "sizeBytes": i.size_bytes}
+            for i in usage.indexes
+        ],
+        "unusedIndexes": usage.unused,
+    }
 
 
 class _Conditions:
@@ -140,6 +150,9 @@ class TuningReconciler:
             "Connected" if not pg_problem else "PostgresUnavailable",
             pg_problem or "PostgreSQL answers",
         )
+        # Not a problem for Ready: the primary serves the reads meanwhile, losing nothing.
+        replica = services.replica_state()
+        conds.set("ReadReplica", replica.usable, replica.reason, replica.message)
         problems = [p for p in (redis_problem and "Redis", pg_problem and "PostgreSQL") if p]
         conds.set(
             "Ready",

@@ -30,6 +30,9 @@ class PostgresSettings:
     dsn_secret: SecretKeyRef
     pool: PgPoolSettings
     ensure_indexes: bool
+    # spec.postgres.readReplicaDsnSecretRef: where reads go while the replica keeps up
+    replica_secret: SecretKeyRef | None = None
+    max_replica_lag_seconds: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +90,7 @@ def tuning_from_spec(name: str, spec: Mapping[str, Any] | None) -> Tuning:
         redis=RedisSettings(
             url_secret=SecretKeyRef(**redis["urlSecretRef"]),
             pool=RedisPoolSettings(
+                mode=redis["mode"],
                 max_connections=redis["maxConnections"],
                 socket_keepalive=redis["socketKeepalive"],
                 socket_timeout_seconds=redis["socketTimeoutSeconds"],
@@ -104,6 +108,12 @@ def tuning_from_spec(name: str, spec: Mapping[str, Any] | None) -> Tuning:
                 command_timeout_seconds=pg["commandTimeoutSeconds"],
             ),
             ensure_indexes=pg["ensureIndexes"],
+            replica_secret=(
+                SecretKeyRef(**pg["readReplicaDsnSecretRef"])
+                if pg.get("readReplicaDsnSecretRef")
+                else None
+            ),
+            max_replica_lag_seconds=float(pg["maxReplicaLagSeconds"]),
         ),
         workers=WorkerLimits(
             max_concurrent_jobs=workers["maxConcurrentJobs"],

@@ -119,12 +119,17 @@ async def get_result(pool: PgPool, uid: str) -> dict[str, Any] | None:
     return None if raw is None else dict(json.loads(raw))
 
 
-async def result_for_spec_hash(pool: PgPool, spec_hash: str) -> dict[str, Any] | None:
-    """The newest result of a Succeeded job with this spec hash (the cache's durable fallback)."""
+async def result_for_spec_hash(
+    pool: PgPool, spec_hash: str, max_age_seconds: float | None = None
+) -> dict[str, Any] | None:
+    """The newest result of a Succeeded job with this spec hash (the cache's durable fallback),
+    completed within `max_age_seconds` when given (the cache's ttlSeconds)."""
     raw = await pool.fetchval(
         """SELECT result::text FROM jobs WHERE spec_hash = $1 AND result IS NOT NULL
              AND status = 'Succeeded'
+             AND ($2::float8 IS NULL OR completed_at > now() - make_interval(secs => $2))
            ORDER BY completed_at DESC LIMIT 1""",
         spec_hash,
+        max_age_seconds,
     )
     return None if raw is None else dict(json.loads(raw))

@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from mcop_worker.storage.progress_bus import (
     STOP_TTL_SECONDS,
+    Client,
     ProgressBus,
     ShardProgress,
     progress_key,
@@ -22,7 +23,7 @@ from mcop_worker.storage.settings import RedisPoolSettings
 
 
 def result_key(spec_hash: str) -> str:
-    return f"mcop:result:{spec_hash}"
+    return f"mcop:result:{{{spec_hash}}}"
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class OperatorBus(ProgressBus):
     async def read_progress(self, uid: str) -> dict[int, ShardProgress]:
         """Every shard's last report; empty when none (or Redis is away)."""
 
-        async def command(r: aioredis.Redis) -> dict[int, ShardProgress]:
+        async def command(r: Client) -> dict[int, ShardProgress]:
             raw = await r.hgetall(progress_key(uid))
             out: dict[int, ShardProgress] = {}
             for field, value in raw.items():
@@ -75,7 +76,7 @@ class OperatorBus(ProgressBus):
         With a target precision the operator passes the length of the block prefix that reached
         it; a suspend passes 0. A lower limit never gets raised by a later request."""
 
-        async def command(r: aioredis.Redis) -> bool:
+        async def command(r: Client) -> bool:
             key = stop_key(uid)
             current = await r.get(key)
             if current is not None and int(current) <= block_limit:
@@ -94,7 +95,7 @@ class OperatorBus(ProgressBus):
     async def cache_result(self, spec_hash: str, result_json: str, ttl_seconds: int) -> bool:
         """Cache a final result under its spec hash for `ttl_seconds`."""
 
-        async def command(r: aioredis.Redis) -> bool:
+        async def command(r: Client) -> bool:
             return bool(await r.set(result_key(spec_hash), result_json, ex=ttl_seconds))
 
         return await self._call("cache_result", command, False)
@@ -102,7 +103,7 @@ class OperatorBus(ProgressBus):
     async def cached_result(self, spec_hash: str) -> str | None:
         """The cached result JSON, or None; counts hits and misses (not lookups Redis missed)."""
 
-        async def command(r: aioredis.Redis) -> str | None:
+        async def command(r: Client) -> str | None:
             value = await r.get(result_key(spec_hash))
             if value is None:
                 self.cache_misses += 1
@@ -124,18 +125,18 @@ class OperatorBus(ProgressBus):
     async def server_metrics(self) -> RedisMetrics:
         """Keys, memory, keyspace hits/misses, clients and a PING round trip, from the server."""
 
-        async def command(r: aioredis.Redis) -> RedisMetrics:
+        async def command(r: Client) -> RedisMetrics:
             started = time.perf_counter()
             await r.ping()
             latency_ms = (time.perf_counter() - started) * 1000.0
-            info: dict[str, Any] = await r.info()
+            infos, keys = await _per_primary(r)
             return RedisMetrics(
                 connected=True,
-                keys=int(await r.dbsize()),
-                used_memory_bytes=int(info.get("used_memory", 0)),
-                keyspace_hits=int(info.get("keyspace_hits", 0)),
-                keyspace_misses=int(info.get("keyspace_misses", 0)),
-                connected_clients=int(info.get("connected_clients", 0)),
+                keys=keys,
+                used_memory_bytes=_total(infos, "used_memory"),
+                keyspace_hits=_total(infos, "keyspace_hits"),
+                keyspace_misses=_total(infos, "keyspace_misses"),
+                connected_clients=_total(infos, "connected_clients"),
                 latency_ms=latency_ms,
             )
 
@@ -147,5 +148,33 @@ class OperatorBus(ProgressBus):
         return metrics
 
 
-async def _deleted(r: aioredis.Redis, key: str) -> bool:
+async def _deleted(r: Client, key: str) -> bool:
     return bool(await r.delete(key))
+
+
+async def _per_primary(r: Client) -> tuple[list[dict[str, Any]], int]:
+    """INFO of each primary and the keys they hold together (a cluster: summed over primaries,
+    which is what "the server" means to the PerfTuning status)."""
+    if not isinstance(r, RedisCluster):
+        return [dict(await r.info())], int(await r.dbsize())
+    infos: list[dict[str, Any]] = []
+    keys = 0
+    for node in r.get_primaries():
+        infos.append(_one_node(await r.info(target_nodes=node)))
+        keys += int(_one_value(await r.dbsize(target_nodes=node)))
+    return infos, keys
+
+
+def _one_node(answer: Any) -> dict[str, Any]:
+    """redis-py answers a command sent to one cluster node either plainly or as {node: answer}."""
+    if isinstance(answer, dict) and "redis_version" not in answer and len(answer) == 1:
+        return dict(next(iter(answer.values())))
+    return dict(answer)
+
+
+def _one_value(answer: Any) -> Any:
+    return next(iter(answer.values())) if isinstance(answer, dict) else answer
+
+
+def _total(infos: list[dict[str, Any]], field: str) -> int:
+    return sum(int(info.get(field, 0)) for info in infos)

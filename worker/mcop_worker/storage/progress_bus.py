@@ -5,9 +5,16 @@ Keys (all expire; PostgreSQL remains the source of truth, so losing any of them 
 
 | key | type | written by | content |
 | --- | --- | --- | --- |
-| ``mcop:progress:<job uid>`` | hash | each worker | field ``<shard index>`` -> JSON ``ShardProgress`` (blocksDone, blocksTotal, pathsDone, heartbeat unix time, state) |
-| ``mcop:stop:<job uid>`` | string | operator | ``<block limit>``: blocks at or above it are not needed (0: stop all) |
-| ``mcop:result:<spec hash>`` | string | operator | the final result JSON, cached for the PerfTuning's ``ttlSeconds`` |
+| ``mcop:{<job uid>}:progress`` | hash | each worker | field ``<shard index>`` -> JSON ``ShardProgress`` (blocksDone, blocksTotal, pathsDone, heartbeat unix time, state) |
+| ``mcop:{<job uid>}:stop`` | string | operator | ``<block limit>``: blocks at or above it are not needed (0: stop all) |
+| ``mcop:result:{<spec hash>}`` | string | operator | the final result JSON, cached for the PerfTuning's ``ttlSeconds`` |
+
+The ``{...}`` parts are Redis Cluster hash tags: only they decide a key's slot, so a job's keys live
+on one primary (one node to ask, one failover that concerns them) and result keys spread over the
+cluster by spec hash. The same names serve a standalone server, where braces mean nothing.
+``RedisPoolSettings.mode`` (PerfTuning ``spec.redis.mode``) picks the client: one connection pool
+(``standalone``) or redis-py's cluster client (``cluster``), which learns the slot map from any node
+of the URL, follows MOVED redirections and re-reads the map when a primary fails over.
 
 Every call tolerates Redis being away: it logs one warning when Redis goes (and one line when it
 comes back), returns a neutral answer (nothing published, no progress, no stop, a cache miss),
@@ -27,14 +34,16 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 from mcop_worker.storage.settings import RedisPoolSettings, redact, scrub, secrets_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Client = aioredis.Redis | RedisCluster  # what the commands below are written against
 
 PROGRESS_TTL_SECONDS = 3600  # refreshed by every publish; a finished job's key fades away
 STOP_TTL_SECONDS = 7 * 24 * 3600
@@ -42,11 +51,11 @@ ShardState = Literal["running", "done", "stopped"]
 
 
 def progress_key(uid: str) -> str:
-    return f"mcop:progress:{uid}"
+    return f"mcop:{{{uid}}}:progress"
 
 
 def stop_key(uid: str) -> str:
-    return f"mcop:stop:{uid}"
+    return f"mcop:{{{uid}}}:stop"
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,8 @@ class ShardProgress:
 
 @dataclass
 class _LiveClient:
-    client: aioredis.Redis
-    pool: aioredis.BlockingConnectionPool
+    client: Client
+    pool: aioredis.BlockingConnectionPool | None  # None for a cluster: a pool per node inside
     settings: RedisPoolSettings
     in_flight: int = 0
 
@@ -124,6 +133,8 @@ class ProgressBus:
         return self._live.settings
 
     def _connect(self, settings: RedisPoolSettings) -> _LiveClient:
+        if settings.mode == "cluster":
+            return self._connect_cluster(settings)
         pool = aioredis.BlockingConnectionPool.from_url(
             self._url,
             max_connections=settings.max_connections,
@@ -140,6 +151,22 @@ class ProgressBus:
         )
         return _LiveClient(aioredis.Redis(connection_pool=pool), pool, settings)
 
+    def _connect_cluster(self, settings: RedisPoolSettings) -> _LiveClient:
+        cluster = RedisCluster.from_url(
+            self._url,
+            max_connections=settings.max_connections,  # per node
+            socket_keepalive=settings.socket_keepalive,
+            socket_timeout=settings.socket_timeout_seconds,
+            socket_connect_timeout=settings.socket_timeout_seconds,
+            health_check_interval=settings.health_check_interval_seconds,
+            client_name=self._client_name,
+            decode_responses=True,
+            # A command that meets a primary going away re-reads the slot map and tries again,
+            # briefly: enough to ride a failover, short enough not to stall the caller for long.
+            retry=Retry(ExponentialWithJitterBackoff(base=0.2, cap=1.0), 4),
+        )
+        return _LiveClient(cluster, None, settings)
+
     async def reconfigure(self, settings: RedisPoolSettings) -> None:
         """Use a new pool from now on; the old one closes once its commands in flight are done."""
         if settings == self._live.settings:
@@ -149,7 +176,8 @@ class ProgressBus:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
         log.info(
-            "Redis pool reconfigured: maxConnections=%d socketTimeout=%ss keepalive=%s",
+            "Redis pool reconfigured: mode=%s maxConnections=%d socketTimeout=%ss keepalive=%s",
+            settings.mode,
             settings.max_connections,
             settings.socket_timeout_seconds,
             settings.socket_keepalive,
@@ -161,12 +189,11 @@ class ProgressBus:
         await asyncio.gather(*self._retiring, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self._live.client.aclose()
-        with contextlib.suppress(RedisError, OSError):
-            await self._live.pool.disconnect()
+        if self._live.pool is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._live.pool.disconnect()
 
-    async def _call(
-        self, what: str, command: Callable[[aioredis.Redis], Awaitable[T]], default: T
-    ) -> T:
+    async def _call(self, what: str, command: Callable[[Client], Awaitable[T]], default: T) -> T:
         """Run one command, or answer `default` when Redis is away (see the module docstring)."""
         if not self.available and time.monotonic() < self._retry_at:
             return default
@@ -174,7 +201,7 @@ class ProgressBus:
         live.in_flight += 1
         try:
             result = await command(live.client)
-        except (TimeoutError, RedisError, OSError) as error:
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as error:
             self._went_away(what, error)
             return default
         finally:
@@ -203,7 +230,8 @@ class ProgressBus:
     ) -> bool:
         """Record this shard's progress (and heartbeat); False when Redis is away."""
 
-        async def command(r: aioredis.Redis) -> bool:
+        async def command(r: Client) -> bool:
+            # One key, so one slot: a MULTI/EXEC works in cluster mode too.
             async with r.pipeline(transaction=True) as pipe:
                 pipe.hset(progress_key(uid), str(shard), progress.to_json())
                 pipe.expire(progress_key(uid), ttl_seconds)
@@ -217,7 +245,7 @@ class ProgressBus:
     async def stop_requested(self, uid: str) -> int | None:
         """The block limit the operator asked for, None when it asked for nothing."""
 
-        async def command(r: aioredis.Redis) -> int | None:
+        async def command(r: Client) -> int | None:
             raw = await r.get(stop_key(uid))
             return None if raw is None else int(raw)
 
@@ -227,13 +255,15 @@ class ProgressBus:
 async def _retire(old: _LiveClient, drain_timeout: float = 30.0) -> None:
     """Close a replaced pool: idle connections now, the rest once their commands are done."""
     try:
-        with contextlib.suppress(RedisError, OSError):
-            await old.pool.disconnect(inuse_connections=False)
+        if old.pool is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await old.pool.disconnect(inuse_connections=False)
         deadline = time.monotonic() + drain_timeout
         while old.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         with contextlib.suppress(RedisError, OSError):
             await old.client.aclose()
-        with contextlib.suppress(RedisError, OSError):
-            await old.pool.disconnect()
+        if old.pool is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await old.pool.disconnect()

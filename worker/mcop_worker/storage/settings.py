@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 _SECRET_VARIABLES = frozenset({"MCOP_REDIS_URL", "MCOP_POSTGRES_DSN"})
 _SECRET_QUERY_KEYS = frozenset({"password", "passfile", "sslpassword", "token"})
+REDIS_MODES = ("standalone", "cluster")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -40,8 +41,11 @@ class RedisPoolSettings:
     socket_keepalive: bool = True
     socket_timeout_seconds: float = 5.0
     health_check_interval_seconds: float = 30.0
+    # standalone: one server (or a proxy); cluster: a Redis Cluster reached through any node
+    mode: str = "standalone"
 
     def __post_init__(self) -> None:
+        _require(self.mode in REDIS_MODES, "mode", f"must be one of {', '.join(REDIS_MODES)}")
         _require(self.max_connections >= 1, "maxConnections", "must be at least 1")
         _require(self.socket_timeout_seconds > 0, "socketTimeoutSeconds", "must be positive")
         _require(
@@ -187,7 +191,12 @@ def _spec(env: Mapping[str, str]) -> dict[str, Any]:
 
 def redis_pool_settings_from_env(env: Mapping[str, str]) -> RedisPoolSettings:
     defaults = RedisPoolSettings()
+    mode = _raw(env, "MCOP_REDIS_MODE", defaults.mode)
+    if mode not in REDIS_MODES:
+        allowed = ", ".join(REDIS_MODES)
+        raise SettingsError("MCOP_REDIS_MODE", f"must be one of {allowed}, got {mode!r}")
     return RedisPoolSettings(
+        mode=mode,
         max_connections=_int(env, "MCOP_REDIS_MAX_CONNECTIONS", defaults.max_connections, 1),
         socket_keepalive=_bool(env, "MCOP_REDIS_SOCKET_KEEPALIVE", defaults.socket_keepalive),
         socket_timeout_seconds=_float(
@@ -248,6 +257,7 @@ def worker_settings_from_env(env: Mapping[str, str]) -> WorkerSettings:
 def pool_env(postgres: PgPoolSettings, redis: RedisPoolSettings) -> dict[str, str]:
     """The inverse of the *_from_env readers: the variables that carry these pool settings."""
     return {
+        "MCOP_REDIS_MODE": redis.mode,
         "MCOP_REDIS_MAX_CONNECTIONS": str(redis.max_connections),
         "MCOP_REDIS_SOCKET_KEEPALIVE": "true" if redis.socket_keepalive else "false",
         "MCOP_REDIS_SOCKET_TIMEOUT_SECONDS": repr(float(redis.socket_timeout_seconds)),
