@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from numpy.random import PCG64, Generator, SeedSequence
-
-from mcop_worker.model.spec import PATH_DEPENDENT, JobSpec
+from mcop_worker.engine.registry import compose, paths_per_unit
+from mcop_worker.engine.samplers.pseudorandom import block_generator as block_generator
+from mcop_worker.model.spec import JobSpec
 from mcop_worker.model.versions import ENGINE_VERSION as ENGINE_VERSION  # the rules below
 
 TARGET_BLOCKS = 256
@@ -72,8 +72,8 @@ class BlockPlan:
 
 
 def plan_blocks(spec: JobSpec) -> BlockPlan:
-    paths_per_unit = 2 if spec.variance_reduction.antithetic else 1
-    units = -(-spec.paths // paths_per_unit)
+    per_unit = paths_per_unit(spec)
+    units = -(-spec.paths // per_unit)
     block_units = -(-units // TARGET_BLOCKS)
     block_units = -(-block_units // BLOCK_ALIGN_UNITS) * BLOCK_ALIGN_UNITS
     block_units = min(max(block_units, BLOCK_ALIGN_UNITS), MAX_BLOCK_UNITS)
@@ -83,7 +83,7 @@ def plan_blocks(spec: JobSpec) -> BlockPlan:
     normals = normals_per_unit(spec)
     return BlockPlan(
         units=units,
-        paths_per_unit=paths_per_unit,
+        paths_per_unit=per_unit,
         block_units=block_units,
         n_blocks=n_blocks,
         normals_per_unit=normals,
@@ -92,19 +92,13 @@ def plan_blocks(spec: JobSpec) -> BlockPlan:
 
 
 def normals_per_unit(spec: JobSpec) -> int:
-    inst = spec.instrument
-    steps = inst.steps if inst.type in PATH_DEPENDENT and inst.steps else 1
-    return steps * len(spec.model.assets)
+    """The dimensions of one path: its model's normals (GBM: dates x assets)."""
+    return compose(spec).model.dims
 
 
 def chunk_units(normals: int) -> int:
     """Units per chunk: as many as fit CHUNK_NORMALS, a multiple of 8 (a SIMD width), at least 8."""
     return max(8, (CHUNK_NORMALS // normals) // 8 * 8)
-
-
-def block_generator(seed: int, block: int) -> Generator:
-    """The random stream of one block: independent of every other block and of the shards."""
-    return Generator(PCG64(SeedSequence(seed, spawn_key=(block,))))
 
 
 def shard_blocks(n_blocks: int, shards: int, index: int) -> range:

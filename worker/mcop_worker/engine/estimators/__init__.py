@@ -1,0 +1,1 @@
+"""Estimators: one per variance-reduction method (plain, antithetic, control variate)."""

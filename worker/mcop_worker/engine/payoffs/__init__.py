@@ -1,0 +1,1 @@
+"""Payoffs: the value of a path (and its control variate) per instrument (one module each)."""

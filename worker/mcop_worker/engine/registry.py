@@ -1,0 +1,107 @@
+"""The one table of the engine's parts: a new model, sampler, instrument or variance-reduction
+method is one module registered in `PARTS` plus its tests. `compose(spec)` picks a job's parts.
+
+A job's block is simulated chunk by chunk (`composition.run_block`); each part is a module whose
+numba kernels work on a chunk's arrays (no part calls another; they meet here):
+
+* **sampler** (`samplers/`): `setup(spec, dims) -> Sampler`, an object with
+  `stream(seed, block, first_unit)`, opened once per block, and `fill(stream, start, c, dims, z)`,
+  which writes the standard normals of units start..start+c-1 of the block as
+  `z[dim * c + p]` (dimension `dim` of unit `start + p`). A model's dimensions are ordered
+  step, then asset (or the model's own order within a step, e.g. Heston's variance then price).
+  The normals must be standard normal and independent across units; antithetic mirrors are the
+  model's business (it multiplies every normal by `sign`), not the sampler's.
+* **model** (`models/`): `setup(spec, grid) -> ModelSetup`: `dims` normals per path, `assets`,
+  and a kernel `(params, z, stride, first, count, sign, out)` writing the log-prices of units
+  first..first+count-1 of a chunk of `stride` units on the grid's dates as
+  `out[(k * assets + j) * count + q]` (date k, asset j), from `sign * z[dim * stride + first + q]`.
+* **payoff** (`payoffs/`, keyed by `instrument.type`): `grid(spec) -> Grid` (the dates it
+  observes), `setup(spec) -> PayoffSetup` (a kernel `(params, paths, c, y, x)` giving each path's
+  value y and control variate x, a `scale` applied to both by the estimator, `keeps_values` when
+  every unit's value is kept, as var's losses are) and `control_mean(spec) -> float | None`
+  (E[x], None when the instrument has no control variate).
+* **estimator** (`estimators/`): a unit estimator has `PATHS_PER_UNIT` and
+  `setup() -> EstimatorSetup`: the `signs` of the mirrors that make one sample unit, and a kernel
+  `(acc, scale, ys, xs, c, control, y, x)` that combines the mirrors' values `ys[i * c + p]`
+  into the units' y[:c] (x[:c]) and merges them into the block accumulator
+  `acc = [count, mean_y, m2_y, mean_x, m2_x, cov_xy]` (`kernels.accumulate`: the chunk's
+  two-pass moments, then the Chan-Golub-LeVeque update; the merge order fixes the bits). The
+  control variate (`estimators/control_variate.py`) says whether x is accumulated; the aggregator
+  applies it with a cross-fitted coefficient (`crossfit.py`).
+
+The block statistics depend only on these kernels and the block's stream, never on the shard
+count. Changing what a registered part computes changes the numbers: bump ENGINE_VERSION.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from types import ModuleType
+
+from mcop_worker.engine.composition import Composition
+from mcop_worker.engine.estimators import antithetic, control_variate, plain
+from mcop_worker.engine.models import gbm
+from mcop_worker.engine.payoffs import asian, barrier, basket, european, var
+from mcop_worker.engine.samplers import pseudorandom
+from mcop_worker.model.spec import JobSpec
+
+PARTS: dict[str, dict[str, ModuleType]] = {
+    "sampler": {"pseudorandom": pseudorandom},
+    "model": {"gbm": gbm},  # by model.type
+    "payoff": {  # by instrument.type
+        "european": european,
+        "asian": asian,
+        "barrier": barrier,
+        "basket": basket,
+        "var": var,
+    },
+    "estimator": {"plain": plain, "antithetic": antithetic},  # the sample unit
+}
+
+
+def model_of(spec: JobSpec) -> ModuleType:
+    return PARTS["model"]["gbm"]
+
+
+def sampler_of(spec: JobSpec) -> ModuleType:
+    return PARTS["sampler"]["pseudorandom"]
+
+
+def payoff_of(spec: JobSpec) -> ModuleType:
+    return PARTS["payoff"][spec.instrument.type]
+
+
+def unit_estimator_of(spec: JobSpec) -> ModuleType:
+    return PARTS["estimator"]["antithetic" if spec.variance_reduction.antithetic else "plain"]
+
+
+def paths_per_unit(spec: JobSpec) -> int:
+    n: int = unit_estimator_of(spec).PATHS_PER_UNIT
+    return n
+
+
+def uses_control(spec: JobSpec) -> bool:
+    return control_variate.applies(spec, payoff_of(spec).control_mean)
+
+
+def control_mean(spec: JobSpec) -> float:
+    """E[x] of the spec's control variate (see `estimators/control_variate.py`)."""
+    mean: float | None = payoff_of(spec).control_mean(spec)
+    if mean is None:
+        raise ValueError(f"{spec.instrument.type} has no control variate")
+    return mean
+
+
+@lru_cache(maxsize=64)
+def compose(spec: JobSpec) -> Composition:
+    payoff = payoff_of(spec)
+    grid = payoff.grid(spec)
+    model = model_of(spec).setup(spec, grid)
+    return Composition(
+        sampler=sampler_of(spec).setup(spec, model.dims),
+        model=model,
+        payoff=payoff.setup(spec),
+        estimator=unit_estimator_of(spec).setup(),
+        grid=grid,
+        control=uses_control(spec),
+    )
