@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mcop_worker.engine import closed_forms as cf
-from mcop_worker.engine import greeks
+from mcop_worker.engine import greek_kernels, greeks
 
 R, Q, T = 0.05, 0.02, 1.0
 F = np.ndarray
@@ -25,7 +25,7 @@ def _moments(values: F, antithetic_rows: int | None = None) -> tuple[F, F]:
     select = np.arange(rows)
     for start in range(0, n, 4096):
         chunk = np.ascontiguousarray(values[:, start : start + 4096])
-        greeks.accumulate(gacc, chunk, select, chunk.shape[1])
+        greek_kernels.accumulate(gacc, chunk, select, chunk.shape[1])
     assert (gacc[:, 0] == n).all()
     return gacc[:, 1], np.sqrt(gacc[:, 2] / (n - 1) / n)
 
@@ -67,7 +67,7 @@ def test_european_greeks_match_black_scholes(kind: str, antithetic: bool) -> Non
     out = np.empty((5, n))
     phi = 1.0 if kind == "call" else -1.0
     drift = (R - Q - 0.5 * vol * vol) * T
-    greeks.european_greeks(z, n, 100.0, drift, vol, T, strike, phi, R, antithetic, out)
+    greek_kernels.european_greeks(z, n, 100.0, drift, vol, T, strike, phi, R, antithetic, out)
     mean, se = _moments(out)
     want = cf.black_scholes_greeks(100.0, strike, R, Q, vol, T, kind)
     for i, name in enumerate(greeks.GREEKS):
@@ -111,7 +111,9 @@ def test_asian_greeks_match_finite_differences() -> None:
     z = np.random.default_rng(2).standard_normal((steps, n))
     out = np.empty((5, n))
     drift = (R - Q - 0.5 * vol * vol) * T / steps
-    greeks.asian_greeks(z.reshape(-1), n, steps, 100.0, drift, vol, T, strike, 1.0, R, False, out)
+    greek_kernels.asian_greeks(
+        z.reshape(-1), n, steps, 100.0, drift, vol, T, strike, 1.0, R, False, out
+    )
     mean, se = _moments(out)
 
     def price(s: float, vol: float, r: float, t: float) -> F:
@@ -135,7 +137,7 @@ def test_barrier_greeks_match_finite_differences(
     out = np.empty((5, n))
     phi = 1.0 if kind == "call" else -1.0
     drift = (R - Q - 0.5 * vol * vol) * T / steps
-    greeks.barrier_greeks(
+    greek_kernels.barrier_greeks(
         z.reshape(-1), n, steps, 100.0, drift, vol, T, strike, phi, R,
         math.log(level), direction == "up", knock == "in", rebate, True, out,
     )  # fmt: skip
@@ -170,7 +172,7 @@ def test_basket_greeks_match_finite_differences_per_asset() -> None:
     z = np.random.default_rng(4).standard_normal((d, n))
     out = np.empty((3 * d + 2, n))
     drift = (R - 0.5 * vols * vols) * T
-    greeks.basket_greeks(
+    greek_kernels.basket_greeks(
         z.reshape(-1), n, spots, drift, vols, chol, weights, T, strike, 1.0, R, False, out
     )
     mean, se = _moments(out)

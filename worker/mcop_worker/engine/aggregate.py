@@ -47,8 +47,10 @@ import numpy as np
 import numpy.typing as npt
 
 from mcop_worker.engine import crossfit
+from mcop_worker.engine import greeks as greek_estimators
 from mcop_worker.engine.blocks import BlockPlan, plan_blocks
 from mcop_worker.engine.controls import control_mean, uses_control
+from mcop_worker.engine.rqmc import estimate as rqmc_estimate
 from mcop_worker.engine.stats import BlockStats, Moments
 from mcop_worker.model.spec import JobSpec
 
@@ -79,6 +81,8 @@ class Estimate:
     value_at_risk_std_err: dict[str, float] | None = None
     value_at_risk_interval: dict[str, tuple[float, float]] | None = None
     warnings: tuple[str, ...] = ()
+    greeks: dict[str, Any] | None = None  # result.greeks (spec.greeks)
+    randomizations: int | None = None  # sobol: the randomizations the stdErr comes from
 
     def to_result(self) -> dict[str, Any]:
         """The SPEC's result object (without elapsedSeconds/pathsPerSecond/specHash)."""
@@ -94,6 +98,10 @@ class Estimate:
             "stoppedEarly": self.stopped_early,
             "warnings": list(self.warnings),
         }
+        if self.greeks is not None:
+            doc["greeks"] = self.greeks
+        if self.randomizations is not None:
+            doc["randomizations"] = self.randomizations
         if self.value_at_risk is not None:
             doc["valueAtRisk"] = dict(self.value_at_risk)
             doc["expectedShortfall"] = dict(self.expected_shortfall or {})
@@ -135,6 +143,8 @@ class _Fold:
 
     moments: Moments = field(default_factory=Moments)
     parts: list[Moments] = field(default_factory=list)  # per block, for the cross-fitted control
+    block_ids: list[int] = field(default_factory=list)
+    greek_parts: list[tuple[tuple[float, float], ...]] = field(default_factory=list)
     paths: int = 0
     blocks: int = 0
     tails: list[npt.NDArray[np.float64]] = field(default_factory=list)
@@ -143,6 +153,8 @@ class _Fold:
     def add(self, stats: BlockStats) -> None:
         self.moments = self.moments.merge(stats.moments)
         self.parts.append(stats.moments)
+        self.block_ids.append(stats.block)
+        self.greek_parts.append(stats.greeks)
         self.paths += stats.paths
         self.blocks += 1
         if stats.tail is not None:
@@ -154,6 +166,8 @@ class _Fold:
     def estimate(self, spec: JobSpec, stopped_early: bool = False) -> Estimate:
         if spec.instrument.type == "var":
             return self._var_estimate(spec, stopped_early)
+        if spec.sampler.sobol:
+            return rqmc_estimate(spec, self, stopped_early)
         m = self.moments
         n = m.count
         est, std_err = m.mean, math.nan
@@ -174,7 +188,24 @@ class _Fold:
                 )
             if n > 1:
                 std_err = math.sqrt(m.m2 / (n - 1) / n)
-        lower, upper = est - Z_95 * std_err, est + Z_95 * std_err
+        return self.finish(spec, est, std_err, stopped_early, warnings)
+
+    def finish(
+        self,
+        spec: JobSpec,
+        est: float,
+        std_err: float,
+        stopped_early: bool,
+        warnings: list[str],
+        greeks: list[tuple[float, float]] | None = None,
+        randomizations: int | None = None,
+        quantile: float = Z_95,
+    ) -> Estimate:
+        """The interval (est +- quantile x stdErr), the warnings that concern every sampler, and
+        the Greeks."""
+        m = self.moments
+        n = m.count
+        lower, upper = est - quantile * std_err, est + quantile * std_err
         if n > 1 and m.mean == 0.0 and m.m2 == 0.0:
             # No path paid: 0 is no proof the price is 0. One-sided 95% bound on the chance of
             # paying, times the largest payoff when there is one.
@@ -194,6 +225,8 @@ class _Fold:
                     "may be optimistic; simulate more paths."
                 )
         warnings.extend(_model_warnings(spec))
+        if spec.greeks and greeks is None:
+            greeks = self.greek_values()
         return Estimate(
             estimate=est,
             std_err=std_err,
@@ -203,7 +236,23 @@ class _Fold:
             blocks=self.blocks,
             stopped_early=stopped_early,
             warnings=tuple(warnings),
+            greeks=greek_estimators.result(spec, greeks) if spec.greeks and greeks else None,
+            randomizations=randomizations,
         )
+
+    def greek_values(self) -> list[tuple[float, float]]:
+        """(value, stdErr) of each Greek component: the blocks' moments merged in block order."""
+        merged = [Moments() for _ in self.greek_parts[0]] if self.greek_parts else []
+        for part, stats in zip(self.greek_parts, self.parts, strict=True):
+            merged = [
+                acc.merge(Moments(count=stats.count, mean=mean, m2=m2))
+                for acc, (mean, m2) in zip(merged, part, strict=True)
+            ]
+        out = []
+        for g in merged:
+            se = math.sqrt(g.m2 / (g.count - 1) / g.count) if g.count > 1 else math.nan
+            out.append((g.mean, se))
+        return out
 
     def _var_estimate(self, spec: JobSpec, stopped_early: bool) -> Estimate:
         n = self.moments.count
@@ -534,7 +583,11 @@ class JobAggregator:
             k = self._prefix.blocks
             if k == n_blocks:
                 self._final = self._prefix.estimate(self.spec, stopped_early=False)
-            elif target is not None and k >= MIN_BLOCKS_TO_STOP:
+            elif (
+                target is not None
+                and k >= MIN_BLOCKS_TO_STOP
+                and (not self.plan.randomizations or self.plan.round_end(k))
+            ):
                 estimate = self._prefix.estimate(self.spec, stopped_early=True)
                 if estimate.std_err <= target:
                     self._final = estimate

@@ -17,6 +17,11 @@ computes exactly the same blocks. The rule (engine version 1):
   step, asset, unit: normal (k, j, p) is draw number (k * assets + j) * c + p of the chunk.
   An antithetic partner uses the same normals negated.
 
+* sobol sampler (`plan_sobol_blocks`, `BlockPlan.sobol_block`): R randomizations of n points
+  (a power of 2), blocks of b points in doubling rounds; block b's normals come from
+  randomization r's scrambled Sobol' points start..start+units-1 (`sobol.py`), in chunks laid out
+  like the pseudorandom normals (a point and its antithetic mirror share them).
+
 Changing any of this changes the numbers: bump ENGINE_VERSION (it enters specHash and BlockStats).
 """
 
@@ -44,6 +49,29 @@ class BlockPlan:
     n_blocks: int
     normals_per_unit: int  # steps x assets
     chunk_units: int
+    randomizations: int = 0  # sobol: R scramblings of `points` points each (0: pseudorandom)
+    points: int = 0  # sobol: points (sample units) per randomization, a power of 2
+
+    def sobol_block(self, block: int) -> tuple[int, int]:
+        """sobol: (randomization, index of the block's first point in its point set).
+
+        Blocks come in rounds that double every randomization's points: round 0 is block 0 of
+        each randomization (points 0..b-1), round j >= 1 holds points b 2^(j-1)..b 2^j - 1 of
+        randomization 0, then 1, ...: blocks R 2^(j-1)..R 2^j - 1. So the prefix that ends a
+        round holds the first b 2^j points (a scrambled (t, m, s)-net) of every randomization.
+        """
+        self._check(block)
+        r_count = self.randomizations
+        if block < r_count:
+            return block, 0
+        half = 1 << ((block // r_count).bit_length() - 1)  # 2^(j-1) blocks per randomization
+        offset = block - r_count * half
+        return offset // half, self.block_units * (half + offset % half)
+
+    def round_end(self, blocks: int) -> bool:
+        """sobol: whether the prefix of `blocks` blocks ends a round (R 2^j blocks)."""
+        q, rem = divmod(blocks, self.randomizations) if self.randomizations else (0, 1)
+        return rem == 0 and q > 0 and q & (q - 1) == 0
 
     @property
     def paths(self) -> int:
@@ -72,6 +100,8 @@ class BlockPlan:
 
 
 def plan_blocks(spec: JobSpec) -> BlockPlan:
+    if spec.sampler.sobol:
+        return plan_sobol_blocks(spec)
     per_unit = paths_per_unit(spec)
     units = -(-spec.paths // per_unit)
     block_units = -(-units // TARGET_BLOCKS)
@@ -89,6 +119,33 @@ def plan_blocks(spec: JobSpec) -> BlockPlan:
         normals_per_unit=normals,
         chunk_units=chunk_units(normals),
     )
+
+
+def plan_sobol_blocks(spec: JobSpec) -> BlockPlan:
+    """sobol: R randomizations of n = 2^floor(log2(paths / (R x paths per unit))) points, each
+    cut into blocks of b points (a power of 2: about TARGET_BLOCKS blocks in all, at least
+    BLOCK_ALIGN_UNITS points unless n is smaller, at most MAX_BLOCK_UNITS)."""
+    per_unit = paths_per_unit(spec)
+    r_count = spec.sampler.randomizations
+    points = _pow2_floor(max(1, spec.paths // (r_count * per_unit)))
+    per_randomization = _pow2_floor(max(1, TARGET_BLOCKS // r_count))
+    block_units = max(points // per_randomization, min(points, BLOCK_ALIGN_UNITS))
+    block_units = min(block_units, MAX_BLOCK_UNITS)
+    normals = normals_per_unit(spec)
+    return BlockPlan(
+        units=r_count * points,
+        paths_per_unit=per_unit,
+        block_units=block_units,
+        n_blocks=r_count * (points // block_units),
+        normals_per_unit=normals,
+        chunk_units=chunk_units(normals),
+        randomizations=r_count,
+        points=points,
+    )
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (n.bit_length() - 1)
 
 
 def normals_per_unit(spec: JobSpec) -> int:

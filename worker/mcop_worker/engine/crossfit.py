@@ -40,6 +40,16 @@ def cross_fitted(
     Each argument holds one entry per block along axis 0 (block order), and possibly more axes
     (seeds, in the tests); `total(a)` sums over axis 0.
     """
+    count, beta = leave_one_out(n, my, mx, m2x, cov, total)
+    mz = my - beta * (mx - mu)
+    m2z = np.maximum(m2y - 2.0 * beta * cov + beta * beta * m2x, 0.0)
+    mean_z = total(n * mz) / count
+    dz = mz - mean_z
+    return count, mean_z, total(m2z) + total(n * dz * dz)
+
+
+def leave_one_out(n: Any, my: Any, mx: Any, m2x: Any, cov: Any, total: Total) -> tuple[Any, Any]:
+    """(count, beta_{-b} per block): each block's coefficient from all the other blocks."""
     count = total(n)
     mean_y = total(n * my) / count
     mean_x = total(n * mx) / count
@@ -52,8 +62,4 @@ def cross_fitted(
     sxx_rest = sxx - m2x - n * dx * dx * scale
     sxy_rest = sxy - cov - n * dx * dy * scale
     beta = np.where(sxx_rest > 0.0, sxy_rest / np.where(sxx_rest > 0.0, sxx_rest, 1.0), 0.0)
-    mz = my - beta * (mx - mu)
-    m2z = np.maximum(m2y - 2.0 * beta * cov + beta * beta * m2x, 0.0)
-    mean_z = total(n * mz) / count
-    dz = mz - mean_z
-    return count, mean_z, total(m2z) + total(n * dz * dz)
+    return count, beta

@@ -9,7 +9,8 @@ JSON layout (version 1)::
     {"v": 1, "engine": 1, "block": 7, "count": 19968, "paths": 39936,
      "mean": 5.77, "m2": 1.2e5,                        # per sample unit: discounted payoff / loss
      "cv": {"mean": ..., "m2": ..., "cov": ...},      # control variate, or null
-     "tail": {"n": 1200, "complete": false, "losses": "<base64 float64 little-endian>"}}  # var
+     "tail": {"n": 1200, "complete": false, "losses": "<base64 float64 little-endian>"},  # var
+     "greeks": [[mean, m2], ...]}                     # spec.greeks only: per Greek component
 
 `mean`/`m2` are the mean and sum of squared deviations of the sample units (a path, or an
 antithetic pair's average); `cv.cov` is the co-moment sum((x - mean_x) * (y - mean_y)). Floats
@@ -72,6 +73,9 @@ class BlockStats:
     tail: bytes | None = None  # var: the block's largest losses, descending, float64 LE
     tail_complete: bool = False  # the tail holds every loss of the block
     engine: int = ENGINE_VERSION
+    # spec.greeks: (mean, m2) per Greek component of the sample units, in the order of
+    # `greeks.components` (count: moments.count)
+    greeks: tuple[tuple[float, float], ...] = ()
 
     @property
     def losses(self) -> npt.NDArray[np.float64]:
@@ -93,6 +97,8 @@ class BlockStats:
             "cv": {"mean": m.x_mean, "m2": m.x_m2, "cov": m.cov} if self.has_control else None,
             "tail": None,
         }
+        if self.greeks:
+            doc["greeks"] = [[mean, m2] for mean, m2 in self.greeks]
         if self.tail is not None:
             doc["tail"] = {
                 "n": len(self.tail) // 8,
@@ -139,4 +145,5 @@ class BlockStats:
             tail=tail,
             tail_complete=complete,
             engine=int(doc["engine"]),
+            greeks=tuple((float(g[0]), float(g[1])) for g in doc.get("greeks") or ()),
         )

@@ -72,6 +72,27 @@ class VarianceReduction:
     control_variate: bool
 
 
+SamplerType = Literal["pseudorandom", "sobol"]
+GREEK_NAMES: tuple[str, ...] = ("delta", "gamma", "vega", "rho", "theta")
+MIN_RANDOMIZATIONS = 8
+DEFAULT_RANDOMIZATIONS = 16
+MAX_RANDOMIZATIONS = 1024
+MIN_POINTS_PER_RANDOMIZATION = 16
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """pseudorandom: one PCG64 stream per block. sobol: `randomizations` independent scramblings
+    of one Sobol' point set (paths / randomizations points each, rounded down to a power of 2)."""
+
+    type: SamplerType = "pseudorandom"
+    randomizations: int = 0  # sobol only
+
+    @property
+    def sobol(self) -> bool:
+        return self.type == "sobol"
+
+
 @dataclass(frozen=True)
 class JobSpec:
     model: Model
@@ -80,6 +101,8 @@ class JobSpec:
     seed: int
     variance_reduction: VarianceReduction
     target_std_err: float | None
+    sampler: Sampler = Sampler()
+    greeks: tuple[str, ...] = ()  # in GREEK_NAMES order
 
 
 def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
@@ -109,7 +132,66 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
         target_std_err = _num(spec, "targetStdErr", "spec.targetStdErr")
         if target_std_err <= 0:
             raise InvalidSpec("spec.targetStdErr", "must be > 0 (or left out)")
-    return JobSpec(model, instrument, paths, seed, vr, target_std_err)
+    sampler = _sampler(spec.get("sampler"), instrument.type, paths)
+    greeks = _greeks(spec.get("greeks"), instrument.type, model)
+    return JobSpec(model, instrument, paths, seed, vr, target_std_err, sampler, greeks)
+
+
+def _sampler(raw: Any, instrument: str, paths: int) -> Sampler:
+    f = "spec.sampler"
+    if raw is None:
+        return Sampler()
+    raw = _as_obj(raw, f)
+    kind = raw.get("type", "pseudorandom")
+    if kind not in ("pseudorandom", "sobol"):
+        raise InvalidSpec(f"{f}.type", "must be pseudorandom or sobol")
+    if kind == "pseudorandom":
+        return Sampler()
+    if instrument == "var":
+        raise InvalidSpec(
+            f"{f}.type",
+            "sobol is not available for var: exact quantiles and their intervals need "
+            "independent paths; use pseudorandom",
+        )
+    r = _int(raw, "randomizations", f"{f}.randomizations", minimum=1, default=16)
+    if r < MIN_RANDOMIZATIONS:
+        raise InvalidSpec(
+            f"{f}.randomizations",
+            f"must be at least {MIN_RANDOMIZATIONS}: the standard error comes from the spread "
+            f"between independent randomizations, and fewer than {MIN_RANDOMIZATIONS} give no "
+            "honest one",
+        )
+    if r > MAX_RANDOMIZATIONS:
+        raise InvalidSpec(f"{f}.randomizations", f"must be at most {MAX_RANDOMIZATIONS}")
+    if paths < MIN_POINTS_PER_RANDOMIZATION * r:
+        raise InvalidSpec(
+            "spec.paths",
+            f"must be at least {MIN_POINTS_PER_RANDOMIZATION} x sampler.randomizations "
+            f"({MIN_POINTS_PER_RANDOMIZATION * r}) with the sobol sampler",
+        )
+    return Sampler(type="sobol", randomizations=r)
+
+
+def _greeks(raw: Any, instrument: str, model: Model) -> tuple[str, ...]:
+    f = "spec.greeks"
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise InvalidSpec(f, "must be a list, e.g. [delta, vega]")
+    for i, name in enumerate(raw):
+        if name not in GREEK_NAMES:
+            raise InvalidSpec(f"{f}[{i}]", "must be one of " + ", ".join(GREEK_NAMES))
+    if len(set(raw)) != len(raw):
+        raise InvalidSpec(f, "must not repeat a Greek")
+    if raw and instrument == "var":
+        raise InvalidSpec(f, "Greeks are for options; var has none (leave greeks out)")
+    if raw and any(a.volatility <= 0.0 for a in model.assets):
+        raise InvalidSpec(
+            f,
+            "need volatility > 0 (every estimator divides by it); with volatility 0 the price "
+            "is deterministic: leave greeks out",
+        )
+    return tuple(g for g in GREEK_NAMES if g in raw)
 
 
 # -- instrument ---------------------------------------------------------------------------------

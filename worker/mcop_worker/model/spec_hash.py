@@ -32,6 +32,8 @@ def canonical_spec(spec: JobSpec) -> dict[str, Any]:
             entry["dividendYield"] = a.dividend_yield
         if inst.type in MULTI_ASSET:
             entry["weight"] = a.weight
+            if spec.greeks:
+                entry["name"] = a.name  # keys of the per-asset Greeks in the result
         assets.append(entry)
     model: dict[str, Any] = {"type": "gbm", "assets": assets}
     if not is_var:
@@ -55,7 +57,7 @@ def canonical_spec(spec: JobSpec) -> dict[str, Any]:
             "knock": b.knock,
             "rebate": b.rebate,
         }
-    return {
+    doc: dict[str, Any] = {
         "engine": ENGINE_VERSION,
         "build": build(),
         "model": model,
@@ -68,6 +70,12 @@ def canonical_spec(spec: JobSpec) -> dict[str, Any]:
         },
         "targetStdErr": spec.target_std_err,
     }
+    # Present only when used, so the hashes of specs without them stay what they were.
+    if spec.sampler.sobol:
+        doc["sampler"] = {"type": "sobol", "randomizations": spec.sampler.randomizations}
+    if spec.greeks:
+        doc["greeks"] = list(spec.greeks)
+    return doc
 
 
 def spec_hash(spec: JobSpec) -> str:

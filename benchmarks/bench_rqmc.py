@@ -1,0 +1,142 @@
+"""Randomized quasi-Monte Carlo (sampler sobol) against pseudorandom paths, measured in one run.
+
+For European, Asian (52 dates), barrier and basket, each without and with the control variate
+(no antithetic variates, so the samplers alone are compared), at equal paths:
+  * the stdErr of each sampler and their ratio (pseudorandom / sobol: how many times smaller);
+  * the wall time of each whole job (all blocks through `simulate_block`, one core, after a warm-up
+    run that compiles the kernels; best of --repeat);
+  * the efficiency ratio (stdErr^2 x seconds of pseudorandom) / (stdErr^2 x seconds of sobol):
+    how many times less time sobol needs to reach the same stdErr (stdErr falls as 1/sqrt(time)
+    for pseudorandom paths, faster for sobol, so this understates sobol at larger targets).
+A stdErr from one run is itself an estimate (+-25% for sobol's 16 randomizations), so each ratio
+is printed with its rough range. Targets from issue #11 (at 2^16 paths): Asian without control
+variate >= 8x smaller stdErr, European >= 20x; printed as met or missed with the figure.
+
+Not a timed test. Run: .venv/bin/python benchmarks/bench_rqmc.py [--paths-log2 16] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from mcop_worker.engine.aggregate import Estimate, aggregate
+from mcop_worker.engine.blocks import plan_blocks
+from mcop_worker.engine.simulate import simulate_block
+from mcop_worker.model.spec import JobSpec, parse_spec
+
+RANDOMIZATIONS = 16
+TARGETS = {("european", False): 20.0, ("asian", False): 8.0}
+
+
+def cpu_kind() -> str:
+    name, flags = platform.processor() or "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and name in ("", "unknown CPU", "x86_64"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    width = "512-bit (AVX-512)" if "avx512f" in flags else "256-bit (AVX2)" if "avx2" in flags else "128-bit"
+    return f"{name}, vector width {width}, {os.cpu_count()} CPUs"
+
+
+def spec(kind: str, paths: int, control: bool, sobol: bool) -> JobSpec:
+    model: dict[str, Any] = {"type": "gbm", "spot": 100.0, "volatility": 0.2, "rate": 0.05}
+    inst: dict[str, Any] = {"type": kind, "optionType": "call", "strike": 100.0, "maturity": 1.0}
+    if kind == "asian":
+        inst["steps"] = 52
+    elif kind == "barrier":
+        inst.update(steps=52, barrier={"level": 130.0, "direction": "up", "knock": "out"})
+    elif kind == "basket":
+        inst["strike"] = 200.0
+        model = {
+            "type": "gbm",
+            "rate": 0.05,
+            "assets": [
+                {"name": "a", "spot": 100.0, "volatility": 0.2},
+                {"name": "b", "spot": 60.0, "volatility": 0.3, "weight": 1.5},
+                {"name": "c", "spot": 40.0, "volatility": 0.25},
+            ],
+            "correlation": [[1, 0.5, 0.3], [0.5, 1, 0.4], [0.3, 0.4, 1]],
+        }
+    doc: dict[str, Any] = {
+        "model": model,
+        "instrument": inst,
+        "paths": paths,
+        "seed": 7,
+        "varianceReduction": {"antithetic": False, "controlVariate": control},
+    }
+    if sobol:
+        doc["sampler"] = {"type": "sobol", "randomizations": RANDOMIZATIONS}
+    return parse_spec(doc)
+
+
+def run(job: JobSpec) -> Estimate:
+    plan = plan_blocks(job)
+    return aggregate([simulate_block(job, b) for b in range(plan.n_blocks)], job)
+
+
+def measure(job: JobSpec, repeat: int) -> tuple[Estimate, float]:
+    result = run(job)  # warm-up: compiles (or loads) the kernels
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run(job)
+        times.append(time.perf_counter() - t0)
+    return result, min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--paths-log2", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--kinds", default="european,asian,barrier,basket")
+    args = parser.parse_args()
+    paths = 1 << args.paths_log2
+    print(f"machine: {cpu_kind()}")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
+    print(
+        f"paths 2^{args.paths_log2} = {paths} per job, sobol with {RANDOMIZATIONS} "
+        f"randomizations of {paths // RANDOMIZATIONS} points, no antithetic; best of {args.repeat}"
+    )
+    header = (
+        f"{'instrument':<10} {'control':<7} {'stdErr pseudo':>13} {'stdErr sobol':>12} "
+        f"{'stdErr ratio':>12} {'s pseudo':>9} {'s sobol':>8} {'efficiency':>10}"
+    )
+    print(header)
+    verdicts = []
+    for kind in args.kinds.split(","):
+        for control in (False, True):
+            pr, t_pr = measure(spec(kind, paths, control, sobol=False), args.repeat)
+            sb, t_sb = measure(spec(kind, paths, control, sobol=True), args.repeat)
+            ratio = pr.std_err / sb.std_err
+            efficiency = (pr.std_err**2 * t_pr) / (sb.std_err**2 * t_sb)
+            print(
+                f"{kind:<10} {'yes' if control else 'no':<7} {pr.std_err:>13.3e} "
+                f"{sb.std_err:>12.3e} {ratio:>11.1f}x {t_pr:>9.3f} {t_sb:>8.3f} "
+                f"{efficiency:>9.0f}x"
+            )
+            target = TARGETS.get((kind, control))
+            if target is not None:
+                met = "met" if ratio >= target else "MISSED"
+                verdicts.append(
+                    f"target {kind} without control variate: stdErr >= {target:.0f}x smaller at "
+                    f"{paths} paths: {met} (measured {ratio:.1f}x; one run, rough range "
+                    f"{ratio * 0.75:.1f}-{ratio * 1.33:.1f}x)"
+                )
+    for line in verdicts:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
