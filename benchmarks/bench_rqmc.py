@@ -8,7 +8,7 @@ For European, Asian (52 dates), barrier and basket, each without and with the co
   * the efficiency ratio (stdErr^2 x seconds of pseudorandom) / (stdErr^2 x seconds of sobol):
     how many times less time sobol needs to reach the same stdErr (stdErr falls as 1/sqrt(time)
     for pseudorandom paths, faster for sobol, so this understates sobol at larger targets).
-A stdErr from one run is itself an estimate (+-25% for sobol's 16 randomizations), so each ratio
+A stdErr from one run is itself an estimate (about +-13% for 32 randomizations), so each ratio
 is printed with its rough range. Targets from issue #11 (at 2^16 paths): Asian without control
 variate >= 8x smaller stdErr, European >= 20x; printed as met or missed with the figure.
 
@@ -31,7 +31,7 @@ from mcop_worker.engine.blocks import plan_blocks
 from mcop_worker.engine.simulate import simulate_block
 from mcop_worker.model.spec import JobSpec, parse_spec
 
-RANDOMIZATIONS = 16
+RANDOMIZATIONS = 32  # the default; --randomizations to change
 TARGETS = {("european", False): 20.0, ("asian", False): 8.0}
 
 
@@ -46,11 +46,15 @@ def cpu_kind() -> str:
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    width = "512-bit (AVX-512)" if "avx512f" in flags else "256-bit (AVX2)" if "avx2" in flags else "128-bit"
+    width = "128-bit (SSE)"
+    if "avx512f" in flags:
+        width = "512-bit (AVX-512)"
+    elif "avx2" in flags:
+        width = "256-bit (AVX2)"
     return f"{name}, vector width {width}, {os.cpu_count()} CPUs"
 
 
-def spec(kind: str, paths: int, control: bool, sobol: bool) -> JobSpec:
+def spec(kind: str, paths: int, control: bool, sobol: int) -> JobSpec:
     model: dict[str, Any] = {"type": "gbm", "spot": 100.0, "volatility": 0.2, "rate": 0.05}
     inst: dict[str, Any] = {"type": kind, "optionType": "call", "strike": 100.0, "maturity": 1.0}
     if kind == "asian":
@@ -77,7 +81,7 @@ def spec(kind: str, paths: int, control: bool, sobol: bool) -> JobSpec:
         "varianceReduction": {"antithetic": False, "controlVariate": control},
     }
     if sobol:
-        doc["sampler"] = {"type": "sobol", "randomizations": RANDOMIZATIONS}
+        doc["sampler"] = {"type": "sobol", "randomizations": sobol}
     return parse_spec(doc)
 
 
@@ -101,13 +105,15 @@ def main() -> None:
     parser.add_argument("--paths-log2", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--kinds", default="european,asian,barrier,basket")
+    parser.add_argument("--randomizations", type=int, default=RANDOMIZATIONS)
     args = parser.parse_args()
     paths = 1 << args.paths_log2
     print(f"machine: {cpu_kind()}")
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
     print(
-        f"paths 2^{args.paths_log2} = {paths} per job, sobol with {RANDOMIZATIONS} "
-        f"randomizations of {paths // RANDOMIZATIONS} points, no antithetic; best of {args.repeat}"
+        f"paths 2^{args.paths_log2} = {paths} per job, sobol with {args.randomizations} "
+        f"randomizations of {paths // args.randomizations} points, no antithetic; "
+        f"best of {args.repeat}"
     )
     header = (
         f"{'instrument':<10} {'control':<7} {'stdErr pseudo':>13} {'stdErr sobol':>12} "
@@ -117,8 +123,8 @@ def main() -> None:
     verdicts = []
     for kind in args.kinds.split(","):
         for control in (False, True):
-            pr, t_pr = measure(spec(kind, paths, control, sobol=False), args.repeat)
-            sb, t_sb = measure(spec(kind, paths, control, sobol=True), args.repeat)
+            pr, t_pr = measure(spec(kind, paths, control, sobol=0), args.repeat)
+            sb, t_sb = measure(spec(kind, paths, control, sobol=args.randomizations), args.repeat)
             ratio = pr.std_err / sb.std_err
             efficiency = (pr.std_err**2 * t_pr) / (sb.std_err**2 * t_sb)
             print(

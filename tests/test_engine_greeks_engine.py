@@ -5,13 +5,17 @@ with the same bits for any shard count, in the result's shape (per asset for a b
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from engine_helpers import RATE, SPOT, VOL, asian, blocks_of, european, multi_asset
+from mcop_worker.cli import main
 from mcop_worker.engine import closed_forms as cf
 from mcop_worker.engine.aggregate import Estimate, JobAggregator, aggregate
 from mcop_worker.engine.blocks import plan_blocks
@@ -113,3 +117,33 @@ def test_greeks_have_the_same_bits_for_any_shard_count_and_survive_storage() -> 
         assert len(stats.greeks) == 5
         agg.add(BlockStats.from_json(stats.to_json()))
     assert agg.final == whole
+
+
+def test_mcop_run_prints_greeks_and_randomizations_the_same_for_any_shards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = {
+        "apiVersion": "montecarlo.io/v1alpha1",
+        "kind": "MonteCarloJob",
+        "metadata": {"name": "rqmc-greeks"},
+        "spec": dict(
+            asian(steps=12, paths=1 << 15),
+            sampler={"type": "sobol", "randomizations": 32},
+            greeks=["delta", "vega", "theta"],
+        ),
+    }
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    results = []
+    for shards in ("1", "2"):
+        assert main(["run", str(manifest), "--json", "--shards", shards]) == 0
+        out = json.loads(capsys.readouterr().out)
+        results.append(
+            {k: v for k, v in out.items() if k not in ("elapsedSeconds", "pathsPerSecond")}
+        )
+    assert results[0] == results[1]
+    assert results[0]["randomizations"] == 32
+    assert set(results[0]["greeks"]) == {"delta", "vega", "theta"}
+    assert main(["run", str(manifest), "--shards", "1", "--progress", "never"]) == 0
+    text = capsys.readouterr().out
+    assert "Sobol' RQMC (32 randomizations)" in text and "theta" in text

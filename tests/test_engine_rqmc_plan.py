@@ -78,6 +78,7 @@ def test_spec_rules_and_hash() -> None:
     plain = parse_spec(base)
     sobol = parse_spec(_sobol(base))
     assert not plain.sampler.sobol and sobol.sampler.randomizations == 16
+    assert parse_spec(dict(base, sampler={"type": "sobol"})).sampler.randomizations == 32
     assert spec_hash(plain) != spec_hash(sobol)
     # an explicit pseudorandom sampler is the default: same numbers, same hash
     assert spec_hash(parse_spec(dict(base, sampler={"type": "pseudorandom"}))) == spec_hash(plain)

@@ -304,6 +304,8 @@ def print_result(out: TextIO, name: str, spec: Any, result: Any, shards: int) ->
         for t, on in (("antithetic", vr.antithetic), ("control variate", vr.control_variate))
         if on
     ]
+    if spec.sampler.sobol:
+        techniques.insert(0, f"Sobol' RQMC ({spec.sampler.randomizations} randomizations)")
     what = inst.type if inst.type == "var" else f"{inst.type} {inst.option_type}"
     out.write(f"{name}: {what}, seed {spec.seed}, {', '.join(techniques) or 'plain Monte Carlo'}\n")
     label = "VaR " + _level(inst.confidence_levels[0]) if inst.type == "var" else "price"
@@ -316,6 +318,11 @@ def print_result(out: TextIO, name: str, spec: Any, result: Any, shards: int) ->
         for key, value in est.value_at_risk.items():
             es = (est.expected_shortfall or {}).get(key, float("nan"))
             rows.append((f"level {key}", f"VaR {value:.6f}   ES {es:.6f}"))
+    for greek, entry in (est.greeks or {}).items():
+        per_asset = entry if "value" not in entry else {"": entry}
+        for asset, g in per_asset.items():
+            se = g.get("stdErr", float("nan"))
+            rows.append((f"{greek} {asset}".rstrip(), f"{g['value']:.6f} +- {se:.6f}"))
     stopped = " (target stdErr reached: stopped early)" if est.stopped_early else ""
     rows += [
         ("paths", f"{est.paths:,}{stopped}"),

@@ -17,11 +17,15 @@ kernels: the numbers are bit-for-bit those recorded in `tests/golden/engine_bits
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from mcop_worker.engine.greek_kernels import GreekSetup
+from mcop_worker.engine.greek_kernels import accumulate as accumulate_greeks
 
 Array = npt.NDArray[np.float64]
 
@@ -106,6 +110,8 @@ def run_block(
     acc: Array,  # out: [count, mean_y, m2_y, mean_x, m2_x, cov_xy] of the block
     work: Array,  # scratch, >= parts.work_size(chunk) floats
     values: Array,  # out when the payoff keeps values: every unit's value, in unit order
+    greeks: GreekSetup | None = None,  # spec.greeks: estimators fed the same normals
+    gacc: Array | None = None,  # out: (components, 3) [count, mean, m2] of each Greek
 ) -> None:
     model, payoff, estimator = parts.model, parts.payoff, parts.estimator
     fill, dims, width = parts.sampler.fill, model.dims, parts.width
@@ -129,9 +135,25 @@ def run_block(
     while start < units:
         c = min(chunk, units - start)
         fill(stream, start, c, dims, z)
+        if greeks is not None and gacc is not None:
+            out = _greek_work(greeks.rows, chunk)
+            greeks.compute(z, c, out)
+            accumulate_greeks(gacc, out, greeks.select, c)
         model_kernel(model_params, z, c, signs, paths)
         payoff_kernel(payoff_params, paths, m * c, ys, xs)
         merge(acc, scale, ys, xs, c, control, y, x)
         if keep:
             values[start : start + c] = y[:c]
         start += c
+
+
+_greek_scratch = threading.local()
+
+
+def _greek_work(rows: int, chunk: int) -> Array:
+    """A (rows, chunk) buffer for a chunk's per-unit Greeks, kept per thread."""
+    buf: Array | None = getattr(_greek_scratch, "buf", None)
+    if buf is None or buf.shape[0] < rows or buf.shape[1] < chunk:
+        buf = np.empty((rows, chunk))
+        _greek_scratch.buf = buf
+    return buf

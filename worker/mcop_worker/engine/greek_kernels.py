@@ -8,12 +8,19 @@ selected rows into the block's accumulator as the price's moments are merged.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
+from mcop_worker.engine import greeks
 from mcop_worker.engine.kernels import fexp
+from mcop_worker.model.spec import JobSpec, cholesky
+
+Array = npt.NDArray[np.float64]
 
 # -- accumulation -------------------------------------------------------------------------------
 
@@ -274,3 +281,75 @@ def basket_greeks(
                 dt_sum += ws * (nu + 0.5 * vols[j] * w / t)
             out[3 * d, p] += half * disc * (ind * basket * t - t * pay)
             out[3 * d + 1, p] += half * disc * (rate * pay - ind * dt_sum)
+
+
+# -- a job's Greek part -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GreekSetup:
+    """compute(z, c, out): every component's per-unit values of a chunk into out (rows, >= c);
+    `select` the rows the block accumulates (`greeks.selection`)."""
+
+    compute: Callable[[Array, int, Array], None]
+    rows: int
+    select: npt.NDArray[np.int64]
+
+
+def setup(spec: JobSpec) -> GreekSetup | None:
+    """The Greek estimators of `spec` (GBM), or None when it asks for none."""
+    if not spec.greeks:
+        return None
+    inst, model = spec.instrument, spec.model
+    assert inst.maturity is not None and inst.strike is not None
+    t, k, r = inst.maturity, inst.strike, model.rate
+    phi = 1.0 if inst.option_type == "call" else -1.0
+    anti = spec.variance_reduction.antithetic
+    select = greeks.selection(spec)
+    if inst.type == "basket":
+        assets = model.assets
+        spots = np.array([a.spot for a in assets])
+        vols = np.array([a.volatility for a in assets])
+        drifts = np.array([(r - a.dividend_yield - 0.5 * a.volatility**2) * t for a in assets])
+        chol = np.array(cholesky(model.correlation))
+        weights = np.array([a.weight for a in assets])
+
+        def basket(z: Array, c: int, out: Array) -> None:
+            basket_greeks(z, c, spots, drifts, vols, chol, weights, t, k, phi, r, anti, out)
+
+        return GreekSetup(basket, greeks.component_count(len(assets)), select)
+    a = model.assets[0]
+    nu = r - a.dividend_yield - 0.5 * a.volatility**2
+    s0, vol = a.spot, a.volatility
+    if inst.type == "european":
+
+        def european(z: Array, c: int, out: Array) -> None:
+            european_greeks(z, c, s0, nu * t, vol, t, k, phi, r, anti, out)
+
+        return GreekSetup(european, 5, select)
+    assert inst.steps is not None
+    steps = inst.steps
+    drift = nu * (t / steps)
+    if inst.type == "asian":
+
+        def asian(z: Array, c: int, out: Array) -> None:
+            asian_greeks(z, c, steps, s0, drift, vol, t, k, phi, r, anti, out)
+
+        return GreekSetup(asian, 5, select)
+    if inst.type == "barrier":
+        b = inst.barrier
+        assert b is not None
+        ln_level, up, knock_in, rebate = (
+            math.log(b.level),
+            b.direction == "up",
+            b.knock == "in",
+            b.rebate,
+        )
+
+        def barrier(z: Array, c: int, out: Array) -> None:
+            barrier_greeks(
+                z, c, steps, s0, drift, vol, t, k, phi, r, ln_level, up, knock_in, rebate, anti, out
+            )
+
+        return GreekSetup(barrier, 5, select)
+    raise ValueError(f"{inst.type} has no Greeks")

@@ -42,11 +42,11 @@ from mcop_worker.engine.composition import Composition
 from mcop_worker.engine.estimators import antithetic, control_variate, plain
 from mcop_worker.engine.models import gbm
 from mcop_worker.engine.payoffs import asian, barrier, basket, european, var
-from mcop_worker.engine.samplers import pseudorandom
+from mcop_worker.engine.samplers import pseudorandom, sobol
 from mcop_worker.model.spec import JobSpec
 
 PARTS: dict[str, dict[str, ModuleType]] = {
-    "sampler": {"pseudorandom": pseudorandom},
+    "sampler": {"pseudorandom": pseudorandom, "sobol": sobol},
     "model": {"gbm": gbm},  # by model.type
     "payoff": {  # by instrument.type
         "european": european,
@@ -64,7 +64,7 @@ def model_of(spec: JobSpec) -> ModuleType:
 
 
 def sampler_of(spec: JobSpec) -> ModuleType:
-    return PARTS["sampler"]["pseudorandom"]
+    return PARTS["sampler"][spec.sampler.type]
 
 
 def payoff_of(spec: JobSpec) -> ModuleType:

@@ -15,8 +15,10 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from mcop_worker.engine import greek_kernels
 from mcop_worker.engine.blocks import BlockPlan, plan_blocks
 from mcop_worker.engine.composition import Composition, run_block
+from mcop_worker.engine.greek_kernels import GreekSetup
 from mcop_worker.engine.registry import compose
 from mcop_worker.engine.stats import BlockStats, Moments
 from mcop_worker.model.spec import JobSpec
@@ -42,12 +44,15 @@ def simulate_block(spec: JobSpec, block: int) -> BlockStats:
     keep = parts.payoff.keeps_values
     values = np.empty(units) if keep else _NO_VALUES
     acc = np.zeros(6)
-    _run(parts, plan, spec, block, units, acc, values)
+    greek_part = greeks_of(spec)
+    gacc = np.zeros((greek_part.select.size, 3)) if greek_part is not None else None
+    _run(parts, plan, spec, block, units, acc, values, greek_part, gacc)
     stats = BlockStats(
         block=block,
         paths=units * plan.paths_per_unit,
         moments=_moments(acc, parts.control),
         has_control=parts.control,
+        greeks=tuple((float(m), float(m2)) for _, m, m2 in gacc) if gacc is not None else (),
     )
     if keep:
         return _with_tail(stats, spec, values)
@@ -62,10 +67,18 @@ def _run(
     units: int,
     acc: Array,
     values: Array,
+    greek_part: GreekSetup | None,
+    gacc: Array | None,
 ) -> None:
     stream = parts.sampler.stream(spec.seed, block, plan.block_start(block))
     chunk = plan.chunk_units
-    run_block(parts, stream, units, chunk, acc, _work(parts.work_size(chunk)), values)
+    work = _work(parts.work_size(chunk))
+    run_block(parts, stream, units, chunk, acc, work, values, greek_part, gacc)
+
+
+@lru_cache(maxsize=64)
+def greeks_of(spec: JobSpec) -> GreekSetup | None:
+    return greek_kernels.setup(spec)
 
 
 def tail_size(units: int, lowest_level: float) -> int:

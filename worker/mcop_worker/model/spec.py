@@ -75,7 +75,7 @@ class VarianceReduction:
 SamplerType = Literal["pseudorandom", "sobol"]
 GREEK_NAMES: tuple[str, ...] = ("delta", "gamma", "vega", "rho", "theta")
 MIN_RANDOMIZATIONS = 8
-DEFAULT_RANDOMIZATIONS = 16
+DEFAULT_RANDOMIZATIONS = 32  # 8-16 covered ~90-91%, 32 covered 94% (docs/rqmc-and-greeks.md)
 MAX_RANDOMIZATIONS = 1024
 MIN_POINTS_PER_RANDOMIZATION = 16
 
@@ -153,7 +153,7 @@ def _sampler(raw: Any, instrument: str, paths: int) -> Sampler:
             "sobol is not available for var: exact quantiles and their intervals need "
             "independent paths; use pseudorandom",
         )
-    r = _int(raw, "randomizations", f"{f}.randomizations", minimum=1, default=16)
+    r = _int(raw, "randomizations", f"{f}.randomizations", minimum=1, default=DEFAULT_RANDOMIZATIONS)
     if r < MIN_RANDOMIZATIONS:
         raise InvalidSpec(
             f"{f}.randomizations",
