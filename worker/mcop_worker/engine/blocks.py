@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from mcop_worker.engine.registry import compose, paths_per_unit
 from mcop_worker.engine.samplers.pseudorandom import block_generator as block_generator
+from mcop_worker.engine.sobol import block_points
 from mcop_worker.model.spec import JobSpec
 from mcop_worker.model.versions import ENGINE_VERSION as ENGINE_VERSION  # the rules below
 
@@ -53,20 +54,10 @@ class BlockPlan:
     points: int = 0  # sobol: points (sample units) per randomization, a power of 2
 
     def sobol_block(self, block: int) -> tuple[int, int]:
-        """sobol: (randomization, index of the block's first point in its point set).
-
-        Blocks come in rounds that double every randomization's points: round 0 is block 0 of
-        each randomization (points 0..b-1), round j >= 1 holds points b 2^(j-1)..b 2^j - 1 of
-        randomization 0, then 1, ...: blocks R 2^(j-1)..R 2^j - 1. So the prefix that ends a
-        round holds the first b 2^j points (a scrambled (t, m, s)-net) of every randomization.
-        """
+        """sobol: (randomization, index of the block's first point in its point set); blocks come
+        in doubling rounds (`sobol.block_points`)."""
         self._check(block)
-        r_count = self.randomizations
-        if block < r_count:
-            return block, 0
-        half = 1 << ((block // r_count).bit_length() - 1)  # 2^(j-1) blocks per randomization
-        offset = block - r_count * half
-        return offset // half, self.block_units * (half + offset % half)
+        return block_points(block, self.randomizations, self.block_units)
 
     def round_end(self, blocks: int) -> bool:
         """sobol: whether the prefix of `blocks` blocks ends a round (R 2^j blocks)."""

@@ -141,6 +141,22 @@ def unscrambled(dims: int) -> tuple[U64, U64]:
     return direction_numbers(dims), np.zeros(dims, dtype=np.uint64)
 
 
+# -- where a block's points are (the plan: blocks.plan_sobol_blocks) ---------------------------
+
+
+def block_points(block: int, randomizations: int, block_units: int) -> tuple[int, int]:
+    """(randomization, index of the block's first point) of `block` when R randomizations are cut
+    into blocks of `block_units` points in doubling rounds: round 0 is block 0 of each
+    randomization (points 0..b-1), round j >= 1 holds points b 2^(j-1)..b 2^j - 1 of randomization
+    0, then 1, ...: blocks R 2^(j-1)..R 2^j - 1. So the prefix that ends a round holds the first
+    b 2^j points (a scrambled (t, m, s)-net) of every randomization."""
+    if block < randomizations:
+        return block, 0
+    half = 1 << ((block // randomizations).bit_length() - 1)  # 2^(j-1) blocks per randomization
+    offset = block - randomizations * half
+    return offset // half, block_units * (half + offset % half)
+
+
 # -- points -------------------------------------------------------------------------------------
 
 

@@ -153,7 +153,8 @@ def _sampler(raw: Any, instrument: str, paths: int) -> Sampler:
             "sobol is not available for var: exact quantiles and their intervals need "
             "independent paths; use pseudorandom",
         )
-    r = _int(raw, "randomizations", f"{f}.randomizations", minimum=1, default=DEFAULT_RANDOMIZATIONS)
+    default = DEFAULT_RANDOMIZATIONS
+    r = _int(raw, "randomizations", f"{f}.randomizations", minimum=1, default=default)
     if r < MIN_RANDOMIZATIONS:
         raise InvalidSpec(
             f"{f}.randomizations",

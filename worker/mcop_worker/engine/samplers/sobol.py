@@ -12,7 +12,6 @@ bridge step i of factor j, so each factor's terminal value takes one of the firs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,48 +20,48 @@ import numpy.typing as npt
 from mcop_worker.engine import sobol
 from mcop_worker.model.spec import PATH_DEPENDENT, JobSpec
 
+U64 = npt.NDArray[np.uint64]
 
-@dataclass(frozen=True)
+
 class Stream:
-    directions: npt.NDArray[np.uint64]
-    shift: npt.NDArray[np.uint64]
-    first_point: int
-    index: npt.NDArray[np.int64]
-    weight: npt.NDArray[np.float64]
-    ints: npt.NDArray[np.uint64]  # scratch
-    bridge_in: npt.NDArray[np.float64]  # scratch
+    """One block's state: its randomization's scrambling, its first point, scratch buffers."""
+
+    def __init__(self, directions: U64, shift: U64, first_point: int, dims: int) -> None:
+        self.directions = directions
+        self.shift = shift
+        self.first_point = first_point
+        self.dims = dims
+        self.ints = np.empty(0, dtype=np.uint64)
+        self.bridge_in = np.empty(0)
+
+    def scratch(self, c: int, bridge: bool) -> tuple[U64, npt.NDArray[np.float64]]:
+        if self.ints.size < c:
+            self.ints = np.empty(c, dtype=np.uint64)
+            self.bridge_in = np.empty(c * self.dims if bridge else 0)
+        return self.ints, self.bridge_in
 
 
 class Sobol:
     def __init__(self, spec: JobSpec, dims: int) -> None:
         inst = spec.instrument
-        self.spec = spec
+        self.randomizations = spec.sampler.randomizations
         self.dims = dims
         self.steps = inst.steps if inst.type in PATH_DEPENDENT and inst.steps else 1
         if dims % self.steps:
             raise ValueError(f"{dims} normals per path do not split into {self.steps} dates")
         self.factors = dims // self.steps
         self.bridge = self.steps > 1
+        self.index, self.weight = sobol.bridge_plan(self.steps)
 
     def stream(self, seed: int, block: int, first_unit: int) -> Stream:
-        from mcop_worker.engine.blocks import plan_blocks  # blocks -> registry -> here
-
-        plan = plan_blocks(self.spec)
-        r, first_point = plan.sobol_block(block)
+        # Every block has the same number of points: first_unit = block x block_units.
+        block_units = first_unit // block if block else 0
+        r, first_point = sobol.block_points(block, self.randomizations, block_units)
         directions, shift = sobol.scrambling(self.dims, seed, r)
-        index, weight = sobol.bridge_plan(self.steps)
-        chunk = plan.chunk_units
-        return Stream(
-            directions,
-            shift,
-            first_point,
-            index,
-            weight,
-            np.empty(chunk, dtype=np.uint64),
-            np.empty(chunk * self.dims if self.bridge else 0),
-        )
+        return Stream(directions, shift, first_point, self.dims)
 
     def fill(self, stream: Any, start: int, c: int, dims: int, z: Any) -> None:
+        ints, bridge_in = stream.scratch(c, self.bridge)
         sobol.fill_normals_chunk(
             stream.directions,
             stream.shift,
@@ -71,10 +70,10 @@ class Sobol:
             self.steps,
             self.factors,
             self.bridge,
-            stream.index,
-            stream.weight,
-            stream.ints,
-            stream.bridge_in,
+            self.index,
+            self.weight,
+            ints,
+            bridge_in,
             z,
         )
 
