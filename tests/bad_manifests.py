@@ -241,6 +241,45 @@ def changed(base: Manifest, name: str, **changes: Any) -> Manifest:
 E, A, B, K, V, P = EUROPEAN_MINIMAL, ASIAN_SPEC_EXAMPLE, BARRIER, BASKET, VAR, PLACED
 
 BAD_JOBS: list[BadCase] = [
+    # sampler and greeks (docs/rqmc-and-greeks.md)
+    (
+        "too-few-randomizations",
+        changed(E, "rqmc-few", spec__sampler={"type": "sobol", "randomizations": 4}),
+        "spec.sampler.randomizations",
+        "must be at least 8",
+    ),
+    (
+        "sobol-paths-below-16-per-randomization",
+        changed(
+            E, "rqmc-paths", spec__sampler={"type": "sobol", "randomizations": 64}, spec__paths=1000
+        ),
+        "spec.paths",
+        "at least 16 x sampler.randomizations",
+    ),
+    (
+        "randomizations-without-sobol",
+        changed(E, "rqmc-pseudo", spec__sampler={"randomizations": 16}),
+        "spec.sampler.randomizations",
+        "only used by sampler.type sobol",
+    ),
+    (
+        "sobol-for-var",
+        changed(V, "rqmc-var", spec__sampler={"type": "sobol"}),
+        "spec.sampler.type",
+        "not available for var",
+    ),
+    (
+        "greeks-for-var",
+        changed(V, "greeks-var", spec__greeks=["delta"]),
+        "spec.greeks",
+        "var has none",
+    ),
+    (
+        "unknown-greek",
+        changed(E, "greeks-speed", spec__greeks=["speed"]),
+        "spec.greeks[0]",
+        "Unsupported value",
+    ),
     # worker placement: Kubernetes' own schemas, and the operator's labels kept
     (
         "tolerations-not-a-list",

@@ -237,6 +237,8 @@ IMMUTABLE_CHANGES = [
     ("varianceReduction", {"spec__varianceReduction__antithetic": False}),
     ("targetStdErr", {"spec__targetStdErr": 0.001}),
     ("targetStdErr", {"spec__targetStdErr": validation._MISSING}),
+    ("sampler", {"spec__sampler": {"type": "sobol", "randomizations": 32}}),
+    ("greeks", {"spec__greeks": ["delta"]}),
     ("shards", {"spec__shards": 8}),
     ("priority", {"spec__priority": "critical"}),
     ("priorityClassName", {"spec__priorityClassName": "other-class"}),
