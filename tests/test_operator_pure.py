@@ -34,6 +34,17 @@ def _job(**over: Any) -> dict[str, Any]:
     )
 
 
+def test_a_queue_name_hands_the_worker_job_to_kueue_suspended() -> None:
+    job = _job(queueName="team-batch")
+    assert job["metadata"]["labels"][naming.KUEUE_QUEUE_LABEL] == "team-batch"
+    assert job["spec"]["suspend"] is True  # Kueue unsuspends it when it admits it
+    pod = job["spec"]["template"]
+    assert naming.KUEUE_QUEUE_LABEL not in pod["metadata"]["labels"]  # the Job's, not the pods'
+    assert pod["spec"]["priorityClassName"] == "montecarlo-high"  # what Kueue reads
+    assert naming.KUEUE_QUEUE_LABEL not in _job()["metadata"]["labels"]
+    assert _job()["spec"]["suspend"] is False
+
+
 def test_redis_mode_reaches_the_workers_and_replica_settings_are_typed() -> None:
     tuning = tuning_from_spec(
         "t",

@@ -157,6 +157,16 @@ def write_cluster_pki(folder: Path, extra_ips: tuple[str, ...] = ()) -> ClusterP
     )
 
 
+def serving_certificate(
+    common_name: str, ips: tuple[str, ...] = ("127.0.0.1",)
+) -> tuple[bytes, bytes, bytes]:
+    """(CA, certificate, key), PEM, for a server of our own on these addresses (a webhook the
+    API server calls): a CA of its own, so nothing else it signs is trusted by the caller."""
+    authority = _Authority.create(f"{common_name}-ca")
+    cert, key = authority.issue(_name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, ips=ips)
+    return authority.cert_pem, cert, key
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

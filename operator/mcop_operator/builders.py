@@ -10,6 +10,7 @@ from typing import Any
 from .naming import (
     API_VERSION,
     JOB_KIND,
+    KUEUE_QUEUE_LABEL,
     WORKER_CONTAINER,
     child_labels,
     connection_secret_name,
@@ -166,13 +167,17 @@ def build_worker_job(
     }
     placement = merge_templates(tuning.workers.template, spec.get("workerTemplate"))
     apply_template(pod_template, placement, labels)
+    job_labels = dict(labels)
+    queue_name = spec.get("queueName")
+    if queue_name:  # Kueue admits it: created suspended, Kueue unsuspends it
+        job_labels[KUEUE_QUEUE_LABEL] = str(queue_name)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": worker_job_name(job.name),
             "namespace": job.namespace,
-            "labels": labels,
+            "labels": job_labels,
             "ownerReferences": [owner_reference(job)],
         },
         "spec": {
@@ -183,7 +188,7 @@ def build_worker_job(
             "maxFailedIndexes": 0,
             "activeDeadlineSeconds": int(timeout),
             "ttlSecondsAfterFinished": int(spec.get("ttlSecondsAfterFinished", 86400)),
-            "suspend": bool(spec.get("suspend", False)),
+            "suspend": bool(spec.get("suspend", False) or queue_name),
             "template": pod_template,
         },
     }

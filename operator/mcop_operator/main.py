@@ -72,8 +72,10 @@ def job_queue(
     **_: Any,
 ) -> dict[str, QueueEntry]:
     phase = status.get("phase")
-    if phase in TERMINAL_PHASES or namespace is None:
-        return {}  # an empty mapping drops the job from the index; None would keep its old entry
+    if phase in TERMINAL_PHASES or namespace is None or spec.get("queueName"):
+        # An empty mapping drops the job from the index (None would keep its old entry). Jobs
+        # with a queueName are Kueue's to admit: they neither wait for nor hold a slot here.
+        return {}
     admitted = bool(status.get("workerJob"))
     return {
         namespace: QueueEntry(

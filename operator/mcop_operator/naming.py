@@ -15,6 +15,8 @@ MANAGED_BY_VALUE = "montecarlo-operator"
 JOB_LABEL = "montecarlo.io/job"
 
 WORKER_CONTAINER = "worker"
+# spec.queueName: the label by which Kueue's Job integration finds a Job's LocalQueue.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def worker_job_name(job_name: str) -> str:

@@ -289,6 +289,10 @@ class _Step:
                 f"PriorityClass {pc_name!r} does not exist: install the chart's PriorityClasses "
                 "or set spec.priorityClassName to an existing one",
             )
+        if self.spec.get("queueName"):
+            # Kueue admits it: the worker Job is created suspended in its LocalQueue at once and
+            # follow() says Queued (WaitingForKueue) until Kueue unsuspends it.
+            return await self.hand_to_kueue()
         async with o.admit_lock(o.ref.namespace):
             limit = services.tuning.workers.max_concurrent_jobs
             report = queue_report(o.ref.uid, o.queue(o.ref.namespace), limit)
@@ -318,12 +322,34 @@ class _Step:
         self.observe_admission()
         return None
 
+    async def hand_to_kueue(self) -> Outcome | None:
+        o = self.o
+        self.waiting_for_kueue()
+        self.status["workerJob"] = naming.worker_job_name(o.ref.name)
+        await o.kube.patch_job_status(o.ref.namespace, o.ref.name, self.status)
+        o.written = dict(self.status)
+        self.just_admitted = True
+        return None
+
+    def waiting_for_kueue(self) -> Outcome:
+        queue = self.spec.get("queueName")
+        self.phase("Queued")
+        self.condition(
+            "Admitted",
+            False,
+            "WaitingForKueue",
+            f"the worker Job waits for Kueue's admission in LocalQueue {queue!r} "
+            "(kubectl get workloads shows its place; its PriorityClass is its priority there)",
+        )
+        return Outcome(delay=self.o.config.waiting_interval_seconds)
+
     async def follow(
         self, services: Services, job_spec: Any, spec_hash: str, pc_name: str
     ) -> Outcome:
         """A started job: merge its blocks, finish it once decided, else keep its workers going."""
         o = self.o
-        self.status.setdefault("startTime", now_rfc3339())
+        if not self.spec.get("queueName"):  # Kueue's jobs start when Kueue admits them (below)
+            self.status.setdefault("startTime", now_rfc3339())
         await services.record_job(o.ref, self.spec, spec_hash, "Running", None)
         summary, db_ok = await self.aggregate(services, job_spec, spec_hash)
         if summary.final is not None:
@@ -336,6 +362,14 @@ class _Step:
         if failed is not None:
             return failed
         suspended = bool(self.spec.get("suspend", False))
+        if self.spec.get("queueName") and not suspended:
+            if (worker.get("spec") or {}).get("suspend"):
+                return self.waiting_for_kueue()
+            admitted = get_condition(self.status["conditions"], "Admitted") or {}
+            if admitted.get("reason") == "WaitingForKueue":
+                self.condition("Admitted", True, "AdmittedByKueue", "Kueue unsuspended the Job")
+                self.observe_admission()
+            self.status.setdefault("startTime", now_rfc3339())
         await self.watch_shards(services, suspended)
         if suspended:
             return self.suspended()
@@ -408,7 +442,11 @@ class _Step:
                 "WorkersCreated",
                 f"admitted; created Job {worker_name} with {self.spec.get('shards', 1)} shard(s)",
             )
-        elif bool((worker.get("spec") or {}).get("suspend")) != suspended:
+        # With a queueName only Kueue unsuspends the Job (it admits it); the operator still
+        # suspends it for spec.suspend, and Kueue admits it again on resume.
+        elif bool((worker.get("spec") or {}).get("suspend")) != suspended and (
+            suspended or not self.spec.get("queueName")
+        ):
             await o.kube.set_job_suspend(ns, worker_name, suspended)
         return worker
 
