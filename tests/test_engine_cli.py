@@ -57,7 +57,10 @@ def test_example_runs_and_prints_the_spec_json(
     assert main(["run", str(example), "--json", "--shards", "1"]) == 0
     doc = json.loads(capsys.readouterr().out)
     is_var = "valueAtRisk" in doc
-    assert set(doc) == RESULT_KEYS | (VAR_KEYS if is_var else set())
+    spec = yaml.safe_load(example.read_text())["spec"]
+    extra = {"greeks"} if spec.get("greeks") else set()
+    extra |= {"randomizations"} if spec.get("sampler", {}).get("type") == "sobol" else set()
+    assert set(doc) == RESULT_KEYS | (VAR_KEYS if is_var else set()) | extra
     assert doc["warnings"] == []  # the examples are within what the engine computes accurately
     assert set(doc["confidenceInterval"]) == {"level", "lower", "upper"}
     assert doc["confidenceInterval"]["level"] == 0.95
@@ -66,8 +69,9 @@ def test_example_runs_and_prints_the_spec_json(
     )
     assert doc["specHash"].startswith("sha256:")
     assert doc["paths"] > 0 and doc["pathsPerSecond"] > 0 and doc["elapsedSeconds"] > 0
+    if extra:
+        assert set(doc.get("greeks", {})) == set(spec.get("greeks", []))
     if is_var:
-        spec = yaml.safe_load(example.read_text())["spec"]
         keys = [repr(float(x)) for x in spec["instrument"]["confidenceLevels"]]
         assert list(doc["valueAtRisk"]) == keys == list(doc["expectedShortfall"])
         assert doc["estimate"] == doc["valueAtRisk"][keys[0]]
