@@ -6,6 +6,7 @@ Prints, all measured in this run:
   * the ratio to a straightforward whole-array numpy implementation (the baseline, below);
   * the ratio to generating the same standard normals alone (the engine's numba draw from the same
     numpy Generator: the limit), and numpy's own `standard_normal` for reference;
+  * Heston, Merton and American exercise, paths/s beside GBM with the same instrument;
   * 1 vs 2 processes (simulation only, after start-up, like two worker pods);
   * peak memory (RSS) of fresh processes simulating a small and an 8x larger job.
 
@@ -109,6 +110,76 @@ def numpy_normals(count: int) -> None:
         left -= n
 
 
+# -- models and exercise (issue 12) --------------------------------------------------------------
+
+HESTON = {
+    "type": "heston",
+    "spot": S0,
+    "rate": R,
+    "initialVariance": VOL**2,
+    "meanReversion": 1.5,
+    "longRunVariance": VOL**2,
+    "volOfVol": 0.5,
+    "spotVarianceCorrelation": -0.7,
+    "stepsPerYear": 252,
+}
+MERTON = {
+    "type": "merton",
+    "spot": S0,
+    "volatility": VOL,
+    "rate": R,
+    "jumpIntensity": 0.5,
+    "jumpMean": -0.1,
+    "jumpStdDev": 0.15,
+}
+GBM = {"type": "gbm", "spot": S0, "volatility": VOL, "rate": R}
+
+
+def model_job(model: dict[str, Any], instrument: dict[str, Any], paths: int) -> JobSpec:
+    return parse_spec(
+        {
+            "model": model,
+            "instrument": instrument,
+            "paths": paths,
+            "seed": 1,
+            "varianceReduction": {"antithetic": True, "controlVariate": True},
+        }
+    )
+
+
+def model_rows(scale: int, rep: int) -> None:
+    """Paths/s (CPU time of this process) of each model and of American exercise, beside the GBM
+    job with the same instrument, all antithetic + control variate."""
+    euro = {"type": "european", "optionType": "call", "strike": K, "maturity": T}
+    amer = {"type": "american", "optionType": "put", "strike": K, "maturity": T, "steps": 50}
+    rows = [
+        ("gbm european", GBM, euro, (1 << 23) // scale),
+        ("heston european (252 steps/yr)", HESTON, euro, (1 << 17) // scale),
+        ("merton european", MERTON, euro, (1 << 22) // scale),
+        ("gbm american put (50 dates)", GBM, amer, (1 << 19) // scale),
+        ("heston american put (50 dates)", HESTON, amer, (1 << 17) // scale),
+        ("merton american put (50 dates)", MERTON, amer, (1 << 19) // scale),
+    ]
+    print("\nmodels, one core, antithetic + control variate (CPU time; American: the rule's fit")
+    print("on 32,768 regression paths is done once per process, not timed)")
+    header = f"{'job':<36}{'paths/s':>12}{'x gbm, same instrument':>26}"
+    print(header)
+    print("-" * len(header))
+    base: dict[str, float] = {}
+    for label, model, inst, paths in rows:
+        spec = model_job(model, inst, paths)
+        run_engine(model_job(model, inst, 20_000))  # compile / load the cache
+        simulate_block(spec, 0)  # the American rule's fit, once
+        times = []
+        for _ in range(rep):
+            t0 = time.process_time()
+            run_engine(spec)
+            times.append(time.process_time() - t0)
+        rate = paths / min(times)
+        base.setdefault(inst["type"], rate)
+        print(f"{label:<36}{millions(rate):>12}{rate / base[inst['type']]:>25.3f}x")
+
+
 # -- processes ----------------------------------------------------------------------------------
 
 
@@ -173,6 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller jobs (a rough look)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--models-only", action="store_true", help="only the models' rows")
     args = parser.parse_args()
     scale = 4 if args.quick else 1
     euro_paths = (1 << 25) // scale  # 33.5M
@@ -180,6 +252,9 @@ def main() -> None:
     base_euro_paths = (1 << 24) // scale
     base_asian_paths = (1 << 16) // scale  # whole array: 65k x 252 doubles = 132 MB
     rep = args.repeat
+    if args.models_only:
+        model_rows(scale, rep)
+        return
 
     print(
         f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, numpy {np.__version__}"
@@ -221,6 +296,8 @@ def main() -> None:
             label = f"{kind} {vr} ({paths:,} paths)"
             rows.append((kind, vr, rate, rate / base, t / limit))
             print(f"{label:<44}{millions(rate):>12}{rate / base:>11.1f}x{t / limit:>15.2f}x")
+
+    model_rows(scale, rep)
 
     spec = job("asian", 4 * asian_paths, True, True)
     # Alternate 1 and 2 processes and keep the best of each: other work on a small machine

@@ -179,7 +179,63 @@ PLACED = _job(
     "placed", {**copy.deepcopy(EUROPEAN_MINIMAL["spec"]), "workerTemplate": WORKER_TEMPLATE}
 )
 
-GOOD_JOBS: list[Manifest] = [EUROPEAN_MINIMAL, ASIAN_SPEC_EXAMPLE, BARRIER, BASKET, VAR, PLACED]
+HESTON = _job(
+    "heston",
+    {
+        "model": {
+            "type": "heston",
+            "spot": 100.0,
+            "rate": 0.03,
+            "initialVariance": 0.04,
+            "meanReversion": 1.5,
+            "longRunVariance": 0.04,
+            "volOfVol": 0.5,
+            "spotVarianceCorrelation": -0.7,
+            "stepsPerYear": 252,
+        },
+        "instrument": {"type": "european", "optionType": "call", "strike": 100, "maturity": 1},
+    },
+)
+MERTON = _job(
+    "merton",
+    {
+        "model": {
+            "type": "merton",
+            "spot": 100.0,
+            "volatility": 0.2,
+            "rate": 0.03,
+            "jumpIntensity": 0.5,
+            "jumpMean": -0.1,
+            "jumpStdDev": 0.15,
+        },
+        "instrument": {"type": "european", "optionType": "put", "strike": 100, "maturity": 1},
+    },
+)
+AMERICAN = _job(
+    "american",
+    {
+        "model": {"spot": 100, "volatility": 0.2, "rate": 0.05},
+        "instrument": {
+            "type": "american",
+            "optionType": "put",
+            "strike": 100,
+            "maturity": 1,
+            "steps": 50,
+        },
+    },
+)
+
+GOOD_JOBS: list[Manifest] = [
+    EUROPEAN_MINIMAL,
+    ASIAN_SPEC_EXAMPLE,
+    BARRIER,
+    BASKET,
+    VAR,
+    PLACED,
+    HESTON,
+    MERTON,
+    AMERICAN,
+]
 
 # The PerfTuning of SPEC.md; its values are also the CRD's defaults.
 PERFTUNING_SPEC_EXAMPLE = _tuning(
@@ -239,6 +295,7 @@ def changed(base: Manifest, name: str, **changes: Any) -> Manifest:
 
 
 E, A, B, K, V, P = EUROPEAN_MINIMAL, ASIAN_SPEC_EXAMPLE, BARRIER, BASKET, VAR, PLACED
+H, M, AM = HESTON, MERTON, AMERICAN
 
 BAD_JOBS: list[BadCase] = [
     # sampler and greeks (docs/rqmc-and-greeks.md)
@@ -358,7 +415,7 @@ BAD_JOBS: list[BadCase] = [
     ),
     (
         "unknown-model",
-        changed(E, "heston", spec__model__type="heston"),
+        changed(E, "sabr", spec__model__type="sabr"),
         "spec.model.type",
         "Unsupported value",
     ),
@@ -654,13 +711,13 @@ BAD_JOBS: list[BadCase] = [
         "european-without-spot",
         changed(E, "no-spot", spec__model__spot=DELETE),
         "spec.model.spot",
-        "required for european, asian and barrier",
+        "required for european, asian, barrier and american",
     ),
     (
         "asian-without-volatility",
         changed(A, "no-vol", spec__model__volatility=DELETE),
         "spec.model.volatility",
-        "required for european, asian and barrier",
+        "required for european, asian, barrier and american",
     ),
     (
         "european-with-assets",
@@ -746,6 +803,129 @@ BAD_JOBS: list[BadCase] = [
         ),
         "spec.model.correlation",
         "must be symmetric",
+    ),
+    # Heston, Merton, American (issue 12)
+    (
+        "heston-vol-of-vol-negative",
+        changed(H, "h-xi", spec__model__volOfVol=-0.1),
+        "spec.model.volOfVol",
+        "should be greater than or equal to 0",
+    ),
+    (
+        "heston-correlation-one",
+        changed(H, "h-rho", spec__model__spotVarianceCorrelation=1.0),
+        "spec.model.spotVarianceCorrelation",
+        "strictly between -1 and 1",
+    ),
+    (
+        "heston-initial-variance-zero",
+        changed(H, "h-v0", spec__model__initialVariance=0),
+        "spec.model.initialVariance",
+        "should be greater than 0",
+    ),
+    (
+        "heston-mean-reversion-zero",
+        changed(H, "h-kappa", spec__model__meanReversion=0),
+        "spec.model.meanReversion",
+        "should be greater than 0",
+    ),
+    (
+        "heston-long-run-variance-zero",
+        changed(H, "h-theta", spec__model__longRunVariance=0),
+        "spec.model.longRunVariance",
+        "should be greater than 0",
+    ),
+    (
+        "heston-without-vol-of-vol",
+        changed(H, "h-no-xi", spec__model__volOfVol=DELETE),
+        "spec.model.volOfVol",
+        "model.volOfVol is required when model.type is heston",
+    ),
+    (
+        "heston-field-on-gbm",
+        changed(E, "gbm-kappa", spec__model__meanReversion=1.0),
+        "spec.model.meanReversion",
+        "only used when model.type is heston",
+    ),
+    (
+        "merton-intensity-negative",
+        changed(M, "m-lambda", spec__model__jumpIntensity=-0.5),
+        "spec.model.jumpIntensity",
+        "should be greater than or equal to 0",
+    ),
+    (
+        "merton-jump-std-negative",
+        changed(M, "m-std", spec__model__jumpStdDev=-0.1),
+        "spec.model.jumpStdDev",
+        "should be greater than or equal to 0",
+    ),
+    (
+        "american-on-a-basket",
+        changed(
+            AM,
+            "am-basket",
+            spec__model__assets=[
+                {"name": "a", "spot": 100, "volatility": 0.2},
+                {"name": "b", "spot": 50, "volatility": 0.3},
+            ],
+        ),
+        "spec.model.assets",
+        "american instruments take model.spot",
+    ),
+    *[
+        (
+            f"heston-without-{key}",
+            changed(H, f"h-no-{key.lower()}", **{f"spec__model__{key}": DELETE}),
+            f"spec.model.{key}",
+            f"model.{key} is required when model.type is heston",
+        )
+        for key in (
+            "initialVariance",
+            "meanReversion",
+            "longRunVariance",
+            "spotVarianceCorrelation",
+        )
+    ],
+    *[
+        (
+            f"{key}-on-merton",
+            changed(M, f"m-{key.lower()}", **{f"spec__model__{key}": value}),
+            f"spec.model.{key}",
+            "only used when model.type is heston",
+        )
+        for key, value in (
+            ("initialVariance", 0.04),
+            ("longRunVariance", 0.04),
+            ("volOfVol", 0.3),
+            ("spotVarianceCorrelation", -0.5),
+        )
+    ],
+    *[
+        (
+            f"{key}-on-heston",
+            changed(H, f"h-{key.lower()}", **{f"spec__model__{key}": value}),
+            f"spec.model.{key}",
+            "only used when model.type is merton",
+        )
+        for key, value in (("jumpIntensity", 0.5), ("jumpMean", -0.1), ("jumpStdDev", 0.1))
+    ],
+    (
+        "heston-with-volatility",
+        changed(H, "h-vol", spec__model__volatility=0.2),
+        "spec.model.volatility",
+        "not used when model.type is heston",
+    ),
+    (
+        "steps-per-year-on-gbm",
+        changed(E, "gbm-spy", spec__model__stepsPerYear=52),
+        "spec.model.stepsPerYear",
+        "only used when model.type is heston or merton",
+    ),
+    (
+        "heston-basket",
+        changed(K, "h-basket", spec__model__type="heston"),
+        "spec.model.type",
+        "basket and var instruments need",
     ),
 ]
 

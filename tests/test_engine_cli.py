@@ -46,7 +46,7 @@ def mcop(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 def test_examples_cover_every_instrument() -> None:
     kinds = {yaml.safe_load(p.read_text())["spec"]["instrument"]["type"] for p in EXAMPLES}
-    assert kinds == {"european", "asian", "barrier", "basket", "var"}
+    assert kinds == {"european", "asian", "barrier", "basket", "var", "american"}
     assert (ROOT / "examples" / "asian.yaml") in EXAMPLES  # the README's first command
 
 

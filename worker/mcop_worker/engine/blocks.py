@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mcop_worker.engine.registry import compose, paths_per_unit
+from mcop_worker.engine.registry import dims, paths_per_unit
 from mcop_worker.engine.samplers.pseudorandom import block_generator as block_generator
 from mcop_worker.engine.sobol import block_points
 from mcop_worker.model.spec import JobSpec
@@ -141,7 +141,7 @@ def _pow2_floor(n: int) -> int:
 
 def normals_per_unit(spec: JobSpec) -> int:
     """The dimensions of one path: its model's normals (GBM: dates x assets)."""
-    return compose(spec).model.dims
+    return dims(spec)
 
 
 def chunk_units(normals: int) -> int:

@@ -18,6 +18,7 @@ kernels: the numbers are bit-for-bit those recorded in `tests/golden/engine_bits
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ import numpy.typing as npt
 
 from mcop_worker.engine.greek_kernels import GreekSetup
 from mcop_worker.engine.greek_kernels import accumulate as accumulate_greeks
+from mcop_worker.model.spec import JobSpec
 
 Array = npt.NDArray[np.float64]
 
@@ -72,6 +74,10 @@ class PayoffSetup:
     params: Array
     scale: float  # the discount factor, or 1 when the kernel discounts each path itself
     keeps_values: bool = False  # var: every unit's value is kept for the order statistics
+    # american: fit(spec, paths, r) -> the payoff with its exercise rule, fitted on r regression
+    # paths (paths[k * r + q], see `regression_paths`) before any block is simulated
+    fit: Callable[[JobSpec, Array, int], PayoffSetup] | None = None
+    regression_paths: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,3 +163,32 @@ def _greek_work(rows: int, chunk: int) -> Array:
         buf = np.empty((rows, chunk))
         _greek_scratch.buf = buf
     return buf
+
+
+# Regression paths (e.g. an American exercise rule) draw from SeedSequence(seed,
+# spawn_key=(REGRESSION_KEY, 0)): a key of two entries, which no pricing block's (b,) can equal.
+REGRESSION_KEY = 0x4C534D
+_REGRESSION_CHUNK_NORMALS = 32768
+_ONE_MIRROR = np.ones(1)
+
+
+def regression_paths(model: ModelSetup, width: int, seed: int, count: int) -> Array:
+    """`count` paths of the model on the payoff's dates, from plain pseudorandom normals of their
+    own stream, as paths[k * count + q]: the same bits in every worker and in `mcop run`, whatever
+    the shard count or the job's sampler."""
+    gen = np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(REGRESSION_KEY, 0)))
+    )
+    chunk = max(8, (_REGRESSION_CHUNK_NORMALS // model.dims) // 8 * 8)
+    z = np.empty(chunk * model.dims)
+    part = np.empty(chunk * width)
+    out = np.empty(count * width)
+    start = 0
+    while start < count:
+        c = min(chunk, count - start)
+        gen.standard_normal(out=z[: c * model.dims])
+        model.kernel(model.params, z, c, _ONE_MIRROR, part)
+        for k in range(width):
+            out[k * count + start : k * count + start + c] = part[k * c : (k + 1) * c]
+        start += c
+    return out

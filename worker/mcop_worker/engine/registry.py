@@ -38,29 +38,30 @@ from __future__ import annotations
 from functools import lru_cache
 from types import ModuleType
 
-from mcop_worker.engine.composition import Composition
+from mcop_worker.engine.composition import Composition, Grid, ModelSetup, regression_paths
 from mcop_worker.engine.estimators import antithetic, control_variate, plain
-from mcop_worker.engine.models import gbm
-from mcop_worker.engine.payoffs import asian, barrier, basket, european, var
+from mcop_worker.engine.models import gbm, heston, merton
+from mcop_worker.engine.payoffs import american, asian, barrier, basket, european, var
 from mcop_worker.engine.samplers import pseudorandom, sobol
 from mcop_worker.model.spec import JobSpec
 
 PARTS: dict[str, dict[str, ModuleType]] = {
     "sampler": {"pseudorandom": pseudorandom, "sobol": sobol},
-    "model": {"gbm": gbm},  # by model.type
+    "model": {"gbm": gbm, "heston": heston, "merton": merton},  # by model.type
     "payoff": {  # by instrument.type
         "european": european,
         "asian": asian,
         "barrier": barrier,
         "basket": basket,
         "var": var,
+        "american": american,
     },
     "estimator": {"plain": plain, "antithetic": antithetic},  # the sample unit
 }
 
 
 def model_of(spec: JobSpec) -> ModuleType:
-    return PARTS["model"]["gbm"]
+    return PARTS["model"][spec.model.type]
 
 
 def sampler_of(spec: JobSpec) -> ModuleType:
@@ -93,14 +94,31 @@ def control_mean(spec: JobSpec) -> float:
 
 
 @lru_cache(maxsize=64)
+def grid_and_model(spec: JobSpec) -> tuple[Grid, ModelSetup]:
+    """The payoff's dates and the model set up on them: plain Python, no kernel runs (the
+    operator plans blocks with it; fitting an exercise rule is left to `compose`, in workers)."""
+    grid = payoff_of(spec).grid(spec)
+    return grid, model_of(spec).setup(spec, grid)
+
+
+def dims(spec: JobSpec) -> int:
+    """Normals per path (they set the chunk size of `blocks.py`)."""
+    return grid_and_model(spec)[1].dims
+
+
+@lru_cache(maxsize=64)
 def compose(spec: JobSpec) -> Composition:
     payoff = payoff_of(spec)
-    grid = payoff.grid(spec)
-    model = model_of(spec).setup(spec, grid)
+    grid, model = grid_and_model(spec)
+    payoff_setup = payoff.setup(spec)
+    if payoff_setup.fit is not None:  # a rule fitted on paths of its own, before any block
+        r = payoff_setup.regression_paths
+        fitting = regression_paths(model, grid.steps * model.assets, spec.seed, r)
+        payoff_setup = payoff_setup.fit(spec, fitting, r)
     return Composition(
         sampler=sampler_of(spec).setup(spec, model.dims),
         model=model,
-        payoff=payoff.setup(spec),
+        payoff=payoff_setup,
         estimator=unit_estimator_of(spec).setup(),
         grid=grid,
         control=uses_control(spec),

@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 from mcop_worker.model.errors import InvalidSpec
 
-InstrumentType = Literal["european", "asian", "barrier", "basket", "var"]
+InstrumentType = Literal["european", "asian", "barrier", "basket", "var", "american"]
 OptionType = Literal["call", "put"]
+ModelType = Literal["gbm", "heston", "merton"]
 
-SINGLE_ASSET: frozenset[str] = frozenset({"european", "asian", "barrier"})
-PATH_DEPENDENT: frozenset[str] = frozenset({"asian", "barrier"})
+SINGLE_ASSET: frozenset[str] = frozenset({"european", "asian", "barrier", "american"})
+PATH_DEPENDENT: frozenset[str] = frozenset({"asian", "barrier", "american"})
 MULTI_ASSET: frozenset[str] = frozenset({"basket", "var"})
 
 
@@ -38,12 +39,41 @@ class Asset:
 
 
 @dataclass(frozen=True)
+class Heston:
+    """dv = kappa (theta - v) dt + xi sqrt(v) dW_v, d ln S = (r - q - v/2) dt + sqrt(v) dW_S,
+    d<W_S, W_v> = rho dt."""
+
+    initial_variance: float  # v0
+    mean_reversion: float  # kappa
+    long_run_variance: float  # theta
+    vol_of_vol: float  # xi
+    correlation: float  # rho
+
+
+@dataclass(frozen=True)
+class Merton:
+    """GBM (the asset's volatility) plus compound-Poisson log jumps N(jump_mean, jump_std**2)."""
+
+    jump_intensity: float  # jumps per year
+    jump_mean: float
+    jump_std: float
+
+
+DEFAULT_STEPS_PER_YEAR = 252
+
+
+@dataclass(frozen=True)
 class Model:
-    """GBM. Single-asset instruments use `assets[0]` with weight 1."""
+    """GBM, Heston or Merton. Single-asset instruments use `assets[0]` with weight 1 (Heston's
+    asset volatility is sqrt(v0), for reference only)."""
 
     rate: float
     assets: tuple[Asset, ...]
     correlation: tuple[tuple[float, ...], ...]  # always explicit (identity by default)
+    type: ModelType = "gbm"
+    heston: Heston | None = None
+    merton: Merton | None = None
+    steps_per_year: int = DEFAULT_STEPS_PER_YEAR  # heston: the largest simulation step is 1/this
 
 
 @dataclass(frozen=True)
@@ -132,7 +162,14 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
         target_std_err = _num(spec, "targetStdErr", "spec.targetStdErr")
         if target_std_err <= 0:
             raise InvalidSpec("spec.targetStdErr", "must be > 0 (or left out)")
+    _check_jumps(model, instrument)
     sampler = _sampler(spec.get("sampler"), instrument.type, paths)
+    if sampler.type != "pseudorandom" and (model.type != "gbm" or instrument.type == "american"):
+        raise InvalidSpec(
+            "spec.sampler.type",
+            "sobol is for gbm models and european, asian, barrier or basket instruments; "
+            "use pseudorandom",
+        )
     greeks = _greeks(spec.get("greeks"), instrument.type, model)
     return JobSpec(model, instrument, paths, seed, vr, target_std_err, sampler, greeks)
 
@@ -184,6 +221,10 @@ def _greeks(raw: Any, instrument: str, model: Model) -> tuple[str, ...]:
             raise InvalidSpec(f"{f}[{i}]", "must be one of " + ", ".join(GREEK_NAMES))
     if len(set(raw)) != len(raw):
         raise InvalidSpec(f, "must not repeat a Greek")
+    if raw and (model.type != "gbm" or instrument == "american"):
+        raise InvalidSpec(
+            f, "Greeks are computed under gbm for european, asian, barrier and basket"
+        )
     if raw and instrument == "var":
         raise InvalidSpec(f, "Greeks are for options; var has none (leave greeks out)")
     if raw and any(a.volatility <= 0.0 for a in model.assets):
@@ -195,14 +236,34 @@ def _greeks(raw: Any, instrument: str, model: Model) -> tuple[str, ...]:
     return tuple(g for g in GREEK_NAMES if g in raw)
 
 
+MAX_JUMPS_PER_INTERVAL = 50.0
+
+
+def _check_jumps(model: Model, instrument: Instrument) -> None:
+    """merton draws the jumps of each interval between dates by inverting the Poisson CDF from
+    e^{-lambda dt}: refuse intervals where so many jumps are expected that this underflows."""
+    if model.merton is None or instrument.maturity is None:
+        return
+    interval = instrument.maturity / (instrument.steps or 1)
+    expected = model.merton.jump_intensity * interval
+    if expected > MAX_JUMPS_PER_INTERVAL:
+        raise InvalidSpec(
+            "spec.model.jumpIntensity",
+            f"expects {expected:g} jumps between two dates (at most {MAX_JUMPS_PER_INTERVAL:g}): "
+            "lower it, or give the instrument more steps or a shorter maturity",
+        )
+
+
 # -- instrument ---------------------------------------------------------------------------------
 
 
 def _instrument(raw: Mapping[str, Any]) -> Instrument:
     f = "spec.instrument"
     kind = raw.get("type")
-    if kind not in ("european", "asian", "barrier", "basket", "var"):
-        raise InvalidSpec(f"{f}.type", "must be one of european, asian, barrier, basket, var")
+    if kind not in ("european", "asian", "barrier", "basket", "var", "american"):
+        raise InvalidSpec(
+            f"{f}.type", "must be one of european, asian, barrier, basket, var, american"
+        )
     if kind == "var":
         horizon = _num(raw, "horizon", f"{f}.horizon")
         if horizon <= 0:
@@ -267,8 +328,11 @@ def _barrier(raw: Mapping[str, Any]) -> Barrier:
 
 def _model(raw: Mapping[str, Any], instrument: str) -> Model:
     f = "spec.model"
-    if raw.get("type", "gbm") != "gbm":
-        raise InvalidSpec(f"{f}.type", "must be gbm (geometric Brownian motion)")
+    kind = raw.get("type", "gbm")
+    if kind not in ("gbm", "heston", "merton"):
+        raise InvalidSpec(f"{f}.type", "must be gbm, heston or merton")
+    if kind != "gbm":
+        return _single_asset_model(raw, kind, instrument)
     rate = _num(raw, "rate", f"{f}.rate", default=0.0)
     assets_raw = raw.get("assets")
     if instrument in MULTI_ASSET and assets_raw:
@@ -293,7 +357,67 @@ def _model(raw: Mapping[str, Any], instrument: str) -> Model:
     return Model(rate=rate, assets=(asset,), correlation=((1.0,),))
 
 
-def _asset(raw: Mapping[str, Any], f: str, rate: float, index: int, instrument: str) -> Asset:
+def _single_asset_model(raw: Mapping[str, Any], kind: str, instrument: str) -> Model:
+    """Heston or Merton: one asset; refused for basket and var (several assets)."""
+    f = "spec.model"
+    if instrument in MULTI_ASSET:
+        raise InvalidSpec(f"{f}.type", f"{kind} models one asset: {instrument} needs model gbm")
+    if raw.get("assets") or raw.get("correlation") is not None:
+        field = "assets" if raw.get("assets") else "correlation"
+        raise InvalidSpec(f"{f}.{field}", f"is for gbm baskets; a {kind} model has one asset")
+    rate = _num(raw, "rate", f"{f}.rate", default=0.0)
+    steps_per_year = _int(
+        raw, "stepsPerYear", f"{f}.stepsPerYear", minimum=1, default=DEFAULT_STEPS_PER_YEAR
+    )
+    if kind == "heston":
+        heston = _heston(raw)
+        asset_raw = dict(raw, name="asset", weight=1.0, volatility=heston.initial_variance**0.5)
+        asset = _asset(asset_raw, f, rate, 0, instrument)
+        return Model(
+            rate, (asset,), ((1.0,),), "heston", heston=heston, steps_per_year=steps_per_year
+        )
+    merton = Merton(
+        jump_intensity=_nonnegative(raw, "jumpIntensity"),
+        jump_mean=_num(raw, "jumpMean", f"{f}.jumpMean", default=0.0),
+        jump_std=_nonnegative(raw, "jumpStdDev"),
+    )
+    asset = _asset(dict(raw, name="asset", weight=1.0), f, rate, 0, instrument)
+    return Model(rate, (asset,), ((1.0,),), "merton", merton=merton, steps_per_year=steps_per_year)
+
+
+def _heston(raw: Mapping[str, Any]) -> Heston:
+    f = "spec.model"
+    values = {}
+    for key in ("initialVariance", "meanReversion", "longRunVariance"):
+        values[key] = _num(raw, key, f"{f}.{key}")
+        if not values[key] > 0:
+            raise InvalidSpec(f"{f}.{key}", "must be > 0")
+    rho = _num(raw, "spotVarianceCorrelation", f"{f}.spotVarianceCorrelation")
+    if not -1.0 < rho < 1.0:
+        raise InvalidSpec(f"{f}.spotVarianceCorrelation", "must be strictly between -1 and 1")
+    return Heston(
+        initial_variance=values["initialVariance"],
+        mean_reversion=values["meanReversion"],
+        long_run_variance=values["longRunVariance"],
+        vol_of_vol=_nonnegative(raw, "volOfVol"),
+        correlation=rho,
+    )
+
+
+def _nonnegative(raw: Mapping[str, Any], key: str) -> float:
+    value = _num(raw, key, f"spec.model.{key}", default=0.0)
+    if value < 0:
+        raise InvalidSpec(f"spec.model.{key}", "must be >= 0")
+    return value
+
+
+def _asset(
+    raw: Mapping[str, Any],
+    f: str,
+    rate: float,
+    index: int,
+    instrument: str,
+) -> Asset:
     spot = _num(raw, "spot", f"{f}.spot")
     if spot <= 0:
         raise InvalidSpec(f"{f}.spot", "must be > 0")

@@ -35,7 +35,26 @@ def canonical_spec(spec: JobSpec) -> dict[str, Any]:
             if spec.greeks:
                 entry["name"] = a.name  # keys of the per-asset Greeks in the result
         assets.append(entry)
-    model: dict[str, Any] = {"type": "gbm", "assets": assets}
+    model: dict[str, Any] = {"type": spec.model.type, "assets": assets}
+    if spec.model.heston is not None:
+        h = spec.model.heston
+        assets[0].pop("volatility")  # sqrt(v0): not a parameter of its own
+        model["heston"] = {
+            "initialVariance": h.initial_variance,
+            "meanReversion": h.mean_reversion,
+            "longRunVariance": h.long_run_variance,
+            "volOfVol": h.vol_of_vol,
+            "spotVarianceCorrelation": h.correlation,
+        }
+    if spec.model.merton is not None:
+        m = spec.model.merton
+        model["merton"] = {
+            "jumpIntensity": m.jump_intensity,
+            "jumpMean": m.jump_mean,
+            "jumpStdDev": m.jump_std,
+        }
+    if spec.model.type == "heston":
+        model["stepsPerYear"] = spec.model.steps_per_year
     if not is_var:
         model["rate"] = spec.model.rate
     if inst.type in MULTI_ASSET:

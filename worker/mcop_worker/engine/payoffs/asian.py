@@ -54,6 +54,9 @@ def setup(spec: JobSpec) -> PayoffSetup:
 
 
 def control_mean(spec: JobSpec) -> float | None:
+    """Kemna-Vorst holds under GBM only: other models have no control variate here."""
+    if spec.model.type != "gbm":
+        return None
     inst = spec.instrument
     a0 = spec.model.assets[0]
     assert inst.maturity is not None and inst.strike is not None and inst.steps is not None

@@ -15,6 +15,7 @@ from numba import njit
 from mcop_worker.engine import closed_forms
 from mcop_worker.engine.composition import Grid, PayoffSetup
 from mcop_worker.engine.kernels import fexp
+from mcop_worker.engine.model_closed_forms import vanilla
 from mcop_worker.model.spec import JobSpec
 
 
@@ -74,6 +75,8 @@ def setup(spec: JobSpec) -> PayoffSetup:
 
 
 def control_mean(spec: JobSpec) -> float | None:
+    if spec.model.type != "gbm":
+        return vanilla(spec)  # the vanilla option under the job's model
     inst = spec.instrument
     a0 = spec.model.assets[0]
     assert inst.maturity is not None and inst.strike is not None and inst.option_type is not None
