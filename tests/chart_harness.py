@@ -106,10 +106,14 @@ def _rules(row: Mapping[str, str]) -> set[Rule]:
     return {(resource, verb.strip()) for verb in row["verbs"].split(",")}
 
 
-def documented_rules(mode: str, watched: bool = True) -> set[Rule]:
+def documented_rules(mode: str, watched: bool = True, home: bool = False) -> set[Rule]:
     """What docs/rbac.md grants in `mode` ("cluster-wide" or "namespaced"), as seen from a
-    namespace the operator watches (or, namespaced mode only, one it does not)."""
+    namespace the operator watches (or, namespaced mode only, one it does not); `home`: the
+    release's own namespace, where the leader-election rules are granted too."""
     rules: set[Rule] = set()
+    if home:
+        for row in _doc_table("leader-election"):
+            rules |= _rules(row)
     if watched:
         for row in _doc_table("namespaced"):
             rules |= _rules(row)

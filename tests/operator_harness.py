@@ -65,10 +65,18 @@ def example_spec(file: str, **over: Any) -> dict[str, Any]:
 class OperatorProcess:
     """`mcop operator` as a child process watching one namespace."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, **env: str) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        namespace: str,
+        log_path: Path,
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
+        self.args = args
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -84,7 +92,7 @@ class OperatorProcess:
         mcop = str(Path(sys.executable).parent / "mcop")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [mcop, "operator", "--namespace", self.namespace, "--liveness", ""],
+            [mcop, "operator", "--namespace", self.namespace, "--liveness", "", *self.args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -96,6 +104,14 @@ class OperatorProcess:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc and self.proc.poll() is None else None
+
+    def signal(self, signum: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signum)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -122,7 +138,7 @@ class OperatorProcess:
 def running_operator(
     kubeconfig: str, namespace: str, log_path: Path, **env: str
 ) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(kubeconfig, namespace, log_path, **env)
+    op = OperatorProcess(kubeconfig, namespace, log_path, (), **env)
     op.start()
     try:
         yield op

@@ -128,8 +128,12 @@ def test_every_variant_renders_labelled_restricted_least_privilege_objects(varia
                 assert "*" not in rule[field], (role["metadata"]["name"], rule)
 
     deployment = one(docs, "Deployment", FULLNAME)
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Two replicas, one leading: a rolling update keeps one running.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 10001
     (container,) = pod["containers"]
@@ -140,6 +144,16 @@ def test_every_variant_renders_labelled_restricted_least_privilege_objects(varia
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "healthz": 8081}
     assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
+    assert {
+        "--leader-elect",
+        "--leader-election-namespace=mcop",
+        f"--leader-election-id={FULLNAME}",
+    } <= set(container["args"])
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    pdb = one(docs, "PodDisruptionBudget", FULLNAME)
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MCOP_METRICS_PORT"] == "8080"
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
@@ -160,7 +174,10 @@ def test_default_render_has_every_part_of_the_install() -> None:
         "ClusterRoleBinding",
         "Deployment",
         "PerfTuning",
+        "PodDisruptionBudget",
         "PriorityClass",
+        "Role",
+        "RoleBinding",
         "Secret",
         "Service",
         "ServiceAccount",
@@ -179,7 +196,26 @@ def test_default_render_has_every_part_of_the_install() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": "mcop"}
     ]
+    (lease_role,) = [r for r in by_kind(docs, "Role") if not is_hook(r)]
+    assert lease_role["metadata"] == {**lease_role["metadata"], "namespace": "mcop"}
+    assert rendered_rules(docs, "Role") == documented_rules("cluster-wide", home=True) - (
+        documented_rules("cluster-wide")
+    )
+
+
+def test_one_replica_without_leader_election_and_never_more() -> None:
+    docs = render({"operator.replicas": 1, "operator.leaderElection.enabled": False})
+    deployment = one(docs, "Deployment", FULLNAME)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "affinity" not in deployment["spec"]["template"]["spec"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--leader-elect" not in container["args"]
+    assert not by_kind(docs, "PodDisruptionBudget")
     assert not [r for r in by_kind(docs, "Role") if not is_hook(r)]
+    refused = template({"operator.leaderElection.enabled": False}, check=False)
+    assert refused.returncode != 0
+    assert "operator.replicas > 1 needs operator.leaderElection.enabled" in refused.stderr
 
 
 def test_priority_classes_are_the_files_own_and_switchable() -> None:
@@ -308,15 +344,16 @@ def test_watch_namespaces_get_roles_and_the_cluster_role_keeps_cluster_reads_onl
     assert sorted(r["metadata"]["namespace"] for r in roles if not is_hook(r)) == [
         "desk-a",
         "desk-b",
+        "mcop",  # the leader-election Role, in the release's namespace
     ]
     bindings = [b for b in by_kind(docs, "RoleBinding") if not is_hook(b)]
     for binding in bindings:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": FULLNAME, "namespace": "mcop"}
         ]
-    assert rendered_rules(docs, "Role") == documented_rules("namespaced") - documented_rules(
-        "namespaced", watched=False
-    )
+    assert rendered_rules(docs, "Role") == documented_rules(
+        "namespaced", home=True
+    ) - documented_rules("namespaced", watched=False)
     (cluster_role,) = by_kind(docs, "ClusterRole")
     assert cluster_role["metadata"]["name"] == f"{FULLNAME}-cluster"
     assert rendered_rules(docs, "ClusterRole") == documented_rules("namespaced", watched=False)
@@ -360,6 +397,8 @@ BAD_VALUES = [
     ({"replicas": 2}, "additional properties 'replicas' not allowed"),
     ({"worker.tolerations": {"key": "spot"}}, "/worker/tolerations"),
     ({"worker.serviceAccountName": "Not A Name"}, "/worker/serviceAccountName"),
+    ({"operator.replicas": 0}, "/operator/replicas"),
+    ({"operator.leaderElection.leaseDurationSeconds": 0}, "/operator/leaderElection"),
 ]
 
 
@@ -453,10 +492,12 @@ def requests_of(cluster: KubeCluster, user: str) -> tuple[set[tuple[str, str]], 
 
 
 # Granted but only used on paths these tests do not take: suspend/resume patches the worker Job,
-# a shard silent for three heartbeats gets its pod deleted (tests/test_operator_jobs.py).
-# Used only on paths these tests do not take (suspend, a silent shard, a namespace without Secrets);
-# the operator's own end-to-end tests take them.
-RARELY_USED = {("jobs.batch", "patch"), ("pods", "delete"), ("secrets", "create")}
+# a shard silent for three heartbeats gets its pod deleted (tests/test_operator_jobs.py), a
+# namespace without Secrets gets a copy of the default connection, a create that meets an existing
+# worker Job reads it (the watch serves every other read); the operator's own end-to-end tests
+# take them.
+RARELY_USED = {("jobs.batch", "patch"), ("pods", "delete"), ("secrets", "create"),
+               ("jobs.batch", "get")}  # fmt: skip
 
 
 def assert_used_as_documented(
@@ -509,6 +550,9 @@ def install_values(**more: Any) -> dict[str, Any]:
     return {
         "redis.enabled": False,
         "postgresql.enabled": False,
+        # One replica (still electing itself leader): pods run as local processes here, so two
+        # would share the metrics and liveness ports (tests/test_operator_ha.py runs two).
+        "operator.replicas": 1,
         "operator.listenAddress": "127.0.0.1",
         "metrics.port": free_port(),
         "operator.livenessProbe.port": free_port(),
@@ -784,7 +828,7 @@ def test_helm_installs_crds_and_a_cluster_wide_operator_that_runs_a_job(
     assert done["result"]["paths"] == SMALL_JOB["paths"]
 
     # The permissions are exactly the documented ones, and they were enough: no refusal logged.
-    assert sa_permissions(cluster, ns, FULLNAME) == documented_rules("cluster-wide")
+    assert sa_permissions(cluster, ns, FULLNAME) == documented_rules("cluster-wide", home=True)
     log = release.operator_log()
     for refusal in ("Forbidden", "forbidden", "Not enough permissions", " 403"):
         assert refusal not in log, log[-3000:]
@@ -809,7 +853,9 @@ def test_helm_installs_crds_and_a_cluster_wide_operator_that_runs_a_job(
     uninstall_and_check_nothing_is_left(release, [ns])
     # Each documented permission was needed: the operator used them (see RARELY_USED).
     assert_used_as_documented(
-        cluster, f"system:serviceaccount:{ns}:{FULLNAME}", documented_rules("cluster-wide")
+        cluster,
+        f"system:serviceaccount:{ns}:{FULLNAME}",
+        documented_rules("cluster-wide", home=True),
     )
 
 
@@ -858,7 +904,9 @@ def test_upgrade_to_watched_namespaces_moves_rbac_to_roles_and_jobs_still_run(
     assert f"clusterrole.rbac.authorization.k8s.io/{FULLNAME}" not in roles
     assert f"clusterrole.rbac.authorization.k8s.io/{FULLNAME}-cluster" in roles
     assert sa_permissions(cluster, desk, FULLNAME, home=ns) == documented_rules("namespaced")
-    assert sa_permissions(cluster, ns, FULLNAME) == documented_rules("namespaced", watched=False)
+    assert sa_permissions(cluster, ns, FULLNAME) == documented_rules(
+        "namespaced", watched=False, home=True
+    )
 
     # The namespaced rules are enough: a job in the watched namespace (built-in PerfTuning
     # defaults there) runs; the release's namespace is no longer watched.
@@ -869,7 +917,9 @@ def test_upgrade_to_watched_namespaces_moves_rbac_to_roles_and_jobs_still_run(
 
     uninstall_and_check_nothing_is_left(release, [ns, desk])
     assert_used_as_documented(
-        cluster, f"system:serviceaccount:{ns}:{FULLNAME}", documented_rules("namespaced")
+        cluster,
+        f"system:serviceaccount:{ns}:{FULLNAME}",
+        documented_rules("namespaced", home=True),
     )
 
 

@@ -123,6 +123,44 @@ def test_long_names_leave_room_for_pod_suffixes() -> None:
     assert len(name) <= 52
 
 
+def test_worker_job_names_never_collide() -> None:
+    # Short names keep the plain form; names sharing their first 44 characters (the old cut)
+    # get different Jobs; every name the CRD allows (52 characters) fits.
+    assert naming.worker_job_name("euro") == "euro-workers"
+    assert naming.worker_job_name("a" * 44) == "a" * 44 + "-workers"
+    common = "desk-rates-eur-swaption-asian-barrier-nightly"  # 45 characters
+    names = [naming.worker_job_name(common + suffix) for suffix in ("", "-a", "-b", "-1234567")]
+    assert len(set(names)) == len(names), names
+    assert all(len(n) <= naming.MAX_WORKER_JOB_NAME for n in names)
+    assert all(n.endswith("-workers") and not n.startswith("-") for n in names)
+    assert naming.worker_job_name(common) == naming.worker_job_name(common)  # deterministic
+
+
+def test_errors_are_classified_transient_or_deterministic() -> None:
+    import asyncpg
+    import redis
+    from kubernetes.client.exceptions import ApiException
+
+    from mcop_operator import errors, metrics
+    from mcop_operator.kube import Conflict
+
+    transient = [
+        ApiException(status=503),
+        ApiException(status=429),
+        Conflict("changed"),
+        ConnectionRefusedError(),
+        TimeoutError(),
+        asyncpg.exceptions.ConnectionDoesNotExistError(),
+        redis.exceptions.ConnectionError(),
+    ]
+    assert all(errors.is_transient(e) for e in transient)
+    for deterministic in (ApiException(status=422), KeyError("spec"), ZeroDivisionError()):
+        assert not errors.is_transient(deterministic)
+    # Counted under the dependency that answered, in mcop_reconcile_errors_total{reason}.
+    assert metrics.error_reason(Conflict("changed")) == "kubernetes"
+    assert metrics.error_reason(errors.TryAgain("vanished")) == "kubernetes"
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [

@@ -10,9 +10,10 @@ plane and
 the pod runner, Redis, PostgreSQL, the project's CRDs and PriorityClasses, Secrets
 ``montecarlo-redis`` (key ``url``) and ``montecarlo-postgres`` (key ``dsn``) and a PerfTuning
 ``default`` in namespace ``default``, and the operator (``mcop operator``) once that command
-exists. ``down`` asks the supervisor to stop it all (SIGTERM; it stops its children in reverse
-order). ``status`` says what runs. The state lives in ``$MCOP_CACHE_DIR/local-cluster`` (default
-``~/.cache/montecarlo-operator/local-cluster``).
+exists, unless ``up --no-operator`` (then run your own replicas against it, e.g.
+``mcop operator --leader-elect``). ``down`` asks the supervisor to stop it all (SIGTERM; it stops
+its children in reverse order). ``status`` says what runs. The state lives in
+``$MCOP_CACHE_DIR/local-cluster`` (default ``~/.cache/montecarlo-operator/local-cluster``).
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def supervise_real_node() -> int:
         _write_state(state)
 
 
-def supervise() -> int:
+def supervise(no_operator: bool = False) -> int:
     """Starts everything, records it in the state file, and stops it all on SIGTERM."""
     folder = state_dir()
     stop = threading.Event()
@@ -236,7 +237,7 @@ def supervise() -> int:
         redis.start()
         postgres.start()
         applied = _apply_project_resources(plane, redis.url, postgres.dsn)
-        if _operator_available():
+        if not no_operator and _operator_available():
             operator = ManagedProcess(
                 "mcop-operator",
                 [str(_mcop()), "operator"],
@@ -255,7 +256,13 @@ def supervise() -> int:
             "postgres_dsn": postgres.dsn,
             "postgres_dir": str(postgres.base_dir),
             "applied": applied,
-            "operator": "running" if operator else "not available (mcop operator --help failed)",
+            "operator": (
+                "running"
+                if operator
+                else "not started (--no-operator)"
+                if no_operator
+                else "not available (mcop operator --help failed)"
+            ),
             "processes": [{"name": p.name, "pid": p.pid} for p in processes] + [
                 {"name": "redis-server", "pid": redis.pid},
                 {"name": "postgres", "pid": postgres.pid},
@@ -287,7 +294,7 @@ def _export_line(state: dict[str, Any]) -> str:
     return f"export KUBECONFIG={state['kubeconfig']}"
 
 
-def up(timeout: float = 180.0, pod_runner: bool = False) -> int:
+def up(timeout: float = 180.0, pod_runner: bool = False, no_operator: bool = False) -> int:
     state = _read_state()
     if state and state.get("phase") == "running" and _alive(state.get("supervisor_pid")):
         _say("already running")
@@ -305,6 +312,7 @@ def up(timeout: float = 180.0, pod_runner: bool = False) -> int:
                 "-m",
                 "mcop_devcluster.localcluster",
                 "supervise" if pod_runner else "supervise-real-node",
+                *(["--no-operator"] if no_operator else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -381,11 +389,17 @@ def main(argv: list[str] | None = None) -> int:
                                             "supervise-real-node"])  # fmt: skip
     parser.add_argument("--pod-runner", action="store_true",
                         help="up: kwok's node and the pod runner, not the real node")  # fmt: skip
+    parser.add_argument("--no-operator", action="store_true",
+                        help="up: the pod-runner variant without the operator (run your own "
+                             "replicas against it); implies --pod-runner")  # fmt: skip
     args = parser.parse_args(argv)
+    pod_runner = args.pod_runner or args.no_operator
     if args.command == "up":
-        return up(timeout=900.0 if not args.pod_runner else 180.0, pod_runner=args.pod_runner)
-    commands = {"down": down, "status": status, "supervise": supervise,
-                "supervise-real-node": supervise_real_node}  # fmt: skip
+        return up(timeout=900.0 if not pod_runner else 180.0, pod_runner=pod_runner,
+                  no_operator=args.no_operator)  # fmt: skip
+    if args.command == "supervise":
+        return supervise(no_operator=args.no_operator)
+    commands = {"down": down, "status": status, "supervise-real-node": supervise_real_node}
     return commands[args.command]()
 
 

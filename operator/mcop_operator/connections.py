@@ -22,6 +22,7 @@ from . import numbers
 from .builders import JobRef
 from .config import DefaultConnection
 from .kube import KubeApi, SecretProblem
+from .leader import Fence
 from .read_replica import NOT_CONFIGURED, ReadReplica, ReplicaState
 from .storage import jobs_db
 from .storage.redis_bus import OperatorBus
@@ -47,12 +48,20 @@ def _db_errors() -> tuple[type[BaseException], ...]:
 class Services:
     """PostgreSQL and Redis as one PerfTuning configures them."""
 
-    def __init__(self, namespace: str, tuning: Tuning, kube: KubeApi, shared: bool = False) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        tuning: Tuning,
+        kube: KubeApi,
+        shared: bool = False,
+        fence: Fence | None = None,
+    ) -> None:
         self.namespace = namespace  # where the Secrets are read
         self.tuning = tuning
         # The operator's default connection, serving namespaces without Secrets of their own.
         self.shared = shared
         self._kube = kube
+        self._fence = fence or Fence()
         self.pg: PgPool | None = None
         self.bus: OperatorBus | None = None
         self._dsn: str | None = None
@@ -213,6 +222,10 @@ class Services:
         """Keep the jobs table in step; written only when the status changes."""
         if self._recorded.get(ref.uid) == status and result is None:
             return True
+        # The leader's epoch goes with every write: a replica that lost its Lease and writes
+        # late is refused by PostgreSQL (jobs_db.Fenced), whatever its clock says.
+        epoch = self._fence.epoch
+        self._fence.check()
         ok, _ = await self._db_call(
             jobs_db.upsert_job,
             uid=ref.uid,
@@ -221,9 +234,16 @@ class Services:
             status=status,
             spec_hash=spec_hash,
             spec=dict(spec),
+            epoch=epoch,
         )
         if ok and result is not None:
-            ok, _ = await self._db_call(jobs_db.store_result, ref.uid, result, status=status)
+            try:
+                ok, _ = await self._db_call(
+                    jobs_db.store_result, ref.uid, result, status=status, epoch=epoch
+                )
+            except jobs_db.Fenced as exc:
+                self._fence.lost(str(exc))
+                raise
         if ok:
             self._recorded[ref.uid] = status
         return ok
@@ -282,10 +302,14 @@ class Services:
 class ConnectionRegistry:
     """One Services per (namespace, PerfTuning name), shared by every job that names it."""
 
-    def __init__(self, kube: KubeApi, default: DefaultConnection | None = None) -> None:
+    def __init__(
+        self, kube: KubeApi, default: DefaultConnection | None = None, fence: Fence | None = None
+    ) -> None:
         self._kube = kube
         self.default = default
+        self._fence = fence or Fence()
         self._services: dict[tuple[str, str], Services] = {}
+        self._used: dict[tuple[str, str], float] = {}  # key -> monotonic time of the last use
         # Namespaces seen without their Secrets a moment ago: not asked again on every pass.
         self._no_secrets: dict[tuple[str, str], float] = {}
         self._lock = asyncio.Lock()
@@ -331,11 +355,12 @@ class ConnectionRegistry:
     async def _services_for(
         self, key: tuple[str, str], spec: Mapping[str, Any] | None, shared: bool = False
     ) -> Services:
+        self._used[key] = time.monotonic()
         tuning = self._tuning(key, spec)
         async with self._lock:
             services = self._services.get(key)
             if services is None:
-                services = Services(key[0], tuning, self._kube, shared=shared)
+                services = Services(key[0], tuning, self._kube, shared=shared, fence=self._fence)
                 self._services[key] = services
         if services.tuning != tuning:
             await services.retune(tuning)
@@ -355,6 +380,29 @@ class ConnectionRegistry:
         services = await self._services_for((d.namespace, ""), spec, shared=True)
         await services.read_secrets()
         return services
+
+    async def forget(self, namespace: str, name: str) -> None:
+        """A PerfTuning went: close its pools (jobs still naming it open new ones, lazily)."""
+        key = (namespace, name)
+        self._typed.pop(key, None)
+        self._used.pop(key, None)
+        services = self._services.pop(key, None)
+        if services is not None:
+            await services.close()
+
+    async def close_idle(self, idle_seconds: float) -> list[tuple[str, str]]:
+        """Close the pools nobody asked for in `idle_seconds` (jobs finished, namespace idle)."""
+        now = time.monotonic()
+        idle = [k for k in self._services if now - self._used.get(k, now) > idle_seconds]
+        for key in idle:
+            await self.forget(*key)
+        return idle
+
+    async def close_idle_forever(self, idle_seconds: float) -> None:
+        while True:
+            await asyncio.sleep(idle_seconds / 4)
+            for namespace, name in await self.close_idle(idle_seconds):
+                log.info("closed the idle connections of PerfTuning %s/%s", namespace, name)
 
     async def close(self) -> None:
         for services in self._services.values():

@@ -26,6 +26,7 @@ async def forget_job(
     ref: JobRef,
     tuning_name: str,
     tuning_spec: Mapping[str, Any] | None,
+    worker_job: str = "",
 ) -> None:
     try:
         services = await connections.for_tuning(ref.namespace, tuning_name, tuning_spec)
@@ -33,7 +34,7 @@ async def forget_job(
         log.warning("job %s/%s deleted; its blocks stay behind: %s", ref.namespace, ref.name, exc)
         return
     await services.request_stop(ref.uid, 0)
-    await kube.delete_job(ref.namespace, naming.worker_job_name(ref.name))
+    await kube.delete_job(ref.namespace, worker_job or naming.worker_job_name(ref.name))
     pods = await kube.list_pods(ref.namespace, f"{naming.JOB_LABEL}={ref.name[:63]}")
     live = [p for p in pods if (p.get("status") or {}).get("phase") not in FINISHED_POD_PHASES]
     if live:

@@ -17,6 +17,8 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from .errors import Conflict, TryAgain
+from .leader import Fence
 from .naming import GROUP, JOB_PLURAL, TUNING_PLURAL, VERSION
 
 # Tells this module's requests apart in the API server's audit log (kopf's own say kopf/<version>).
@@ -64,13 +66,16 @@ def _api_message(exc: ApiException) -> str:
 
 
 class KubeApi:
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+    def __init__(
+        self, api_client: kubernetes.client.ApiClient | None = None, fence: Fence | None = None
+    ) -> None:
         if api_client is None:
             configuration = kubernetes.client.Configuration.get_default_copy()
             configuration.connection_pool_maxsize = CONCURRENT_CALLS
             api_client = kubernetes.client.ApiClient(configuration)
             api_client.user_agent = USER_AGENT
         self._client = api_client
+        self._fence = fence or Fence()
         self._threads = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="kube-api")
         self._priority_classes_seen: dict[str, float] = {}
         self._priority_class_lock = asyncio.Lock()  # one question at a time; the rest hear it
@@ -81,6 +86,8 @@ class KubeApi:
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         def call() -> dict[str, Any]:
+            # A replica that is no longer the leader ends here, before its request leaves.
+            self._fence.check()
             # The body is read in the thread too: `.data` reads the socket (it blocked the loop).
             return _json(fn(*args, _preload_content=False, **kwargs))
 
@@ -137,7 +144,7 @@ class KubeApi:
                 raise
         existing = await self.get_job(namespace, name)
         if existing is None:  # deleted between our create and get: the next reconcile retries
-            raise RuntimeError(f"Job {namespace}/{name} vanished while being created")
+            raise TryAgain(f"Job {namespace}/{name} vanished while being created")
         owners = existing.get("metadata", {}).get("ownerReferences") or []
         if not any(o.get("uid") == owner_uid for o in owners):
             raise OwnedByAnother(
@@ -188,23 +195,43 @@ class KubeApi:
         await self._delete(self.core.delete_namespaced_pod, name, namespace)
 
     async def patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """Merge-patch a resource's status subresource (the operator is its only writer)."""
-        return await self._call(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            name,
-            {"status": dict(status)},
-        )
+        """Merge-patch a resource's status subresource (the operator is its only writer). With
+        `resource_version`, the API server refuses the patch (Conflict) when the object changed
+        since: a late write of a replica that lost its Lease cannot undo the new leader's."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            return await self._call(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                body,
+            )
+        except ApiException as exc:
+            if exc.status == 409 and resource_version:
+                message = f"{plural} {namespace}/{name} changed since {resource_version}"
+                raise Conflict(message) from None
+            raise
 
     async def patch_job_status(
-        self, namespace: str, name: str, status: Mapping[str, Any]
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        return await self.patch_status(JOB_PLURAL, namespace, name, status)
+        return await self.patch_status(JOB_PLURAL, namespace, name, status, resource_version)
 
     async def patch_tuning_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
@@ -212,4 +239,4 @@ class KubeApi:
         return await self.patch_status(TUNING_PLURAL, namespace, name, status)
 
 
-__all__ = ["KubeApi", "OwnedByAnother", "Refused", "SecretProblem", "load_config"]
+__all__ = ["Conflict", "KubeApi", "OwnedByAnother", "Refused", "SecretProblem", "load_config"]

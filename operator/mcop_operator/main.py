@@ -11,18 +11,20 @@ from typing import Any
 
 import kopf
 
-from . import deletion, metrics, naming
+from . import deletion, errors, leader, metrics, naming
 from .admission import QueueEntry, merge_local
 from .builders import JobRef
 from .config import OperatorConfig
 from .connections import ConnectionRegistry
 from .job_status import TERMINAL_PHASES
-from .kube import KubeApi, load_config
+from .kube import USER_AGENT, KubeApi, load_config
+from .leader import Fence, LeaderElector, LeaseConfig
 from .priority import priority_rank
 from .reconcile_job import JobReconciler
 from .reconcile_tuning import TuningReconciler
 
 log = logging.getLogger("mcop.operator")
+IDLE_POOL_SECONDS = 600.0
 
 
 class _NoDiffBase(kopf.DiffBaseStorage):
@@ -45,18 +47,26 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=naming.GROUP)
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.watching.server_timeout = 300
-    kube = KubeApi()
+    memo.fence = memo.get("fence") or Fence()  # the Lease, or no election at all
+    kube = KubeApi(fence=memo.fence)
     memo.config = config
     memo.kube = kube
-    memo.connections = ConnectionRegistry(kube, config.default_connection)
+    memo.connections = ConnectionRegistry(kube, config.default_connection, memo.fence)
     memo.admit_locks = collections.defaultdict(asyncio.Lock)
     memo.admitted_here = set()  # uids admitted by this process, until the index shows them
-    metrics.serve(config.metrics_port, config.metrics_address)
+    memo.wakers = {}  # (namespace, job name) -> the Event that wakes the job's loop
+    # Only the worker Jobs the operator made, selected by the API server (not every Job).
+    settings.watching.label_selectors["batch", "jobs"] = (
+        f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY_VALUE}"
+    )
+    # Pools of PerfTunings no loop used for this long are closed (reopened lazily on demand).
+    memo.idle_closer = asyncio.create_task(memo.connections.close_idle_forever(IDLE_POOL_SECONDS))
     log.info("montecarlo-operator started; worker image %s", config.worker_image)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.idle_closer.cancel()
     await memo.connections.close()
 
 
@@ -89,6 +99,34 @@ def job_queue(
     }
 
 
+@kopf.index("batch", "v1", "jobs", labels={naming.MANAGED_BY_LABEL: naming.MANAGED_BY_VALUE})
+async def worker_jobs(
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **_: Any,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The worker Jobs, from the watch (no GET per job and pass); a change wakes the job's loop
+    (a shard failed, the Job completed). Only what the loops read is kept."""
+    waker = (memo.get("wakers") or {}).get((namespace, labels.get(naming.JOB_LABEL)))
+    if waker is not None:
+        waker.set()
+    meta = body.get("metadata") or {}
+    return {
+        (namespace or "", name): {
+            "metadata": {
+                "name": name,
+                "uid": meta.get("uid"),
+                "ownerReferences": list(meta.get("ownerReferences") or []),
+            },
+            "spec": {"suspend": bool((body.get("spec") or {}).get("suspend"))},
+            "status": dict(body.get("status") or {}),
+        }
+    }
+
+
 @kopf.index(naming.GROUP, naming.VERSION, naming.TUNING_PLURAL)
 def tunings(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
@@ -98,13 +136,19 @@ def tunings(
 
 # -- the loops ----------------------------------------------------------------------------------
 async def _loop(
-    stopped: kopf.DaemonStopped, what: str, step: Callable[[], Awaitable[float | None]]
+    stopped: kopf.DaemonStopped,
+    what: str,
+    step: Callable[[], Awaitable[float | None]],
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Run `step` until it returns None (finished) or the daemon stops, waiting the seconds it
-    returns between passes; a failing pass is retried with exponential backoff (at most 60 s)
-    instead of crashing the operator."""
+    returns between passes (or until `wake` is set: something the pass looks at changed); a
+    failing pass is retried with exponential backoff (at most 60 s) instead of crashing the
+    operator."""
     failures = 0
     while not stopped:
+        if wake is not None:
+            wake.clear()  # what changes from now on wakes the next wait
         try:
             delay = await step()
             failures = 0
@@ -112,10 +156,25 @@ async def _loop(
             metrics.count_error(exc)
             failures += 1
             delay = min(60.0, 2.0**failures)
-            log.warning("%s: %s (retrying in %.0fs)", what, exc, delay)
+            if not errors.is_transient(exc) and failures == 1:
+                log.error("%s: %s (retrying in %.0fs)", what, exc, delay, exc_info=exc)
+            else:
+                log.warning("%s: %s (retrying in %.0fs)", what, exc, delay)
         if delay is None:
             return
+        await _pause(stopped, delay, wake if failures == 0 else None)  # backoff is not cut short
+
+
+async def _pause(stopped: kopf.DaemonStopped, delay: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
         await stopped.wait(delay)
+        return
+    waits = [asyncio.ensure_future(stopped.wait(delay)), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 # -- MonteCarloJob -------------------------------------------------------------------------------
@@ -143,6 +202,8 @@ async def run_job(
     assert namespace is not None  # MonteCarloJob is namespaced
     job_queue: kopf.Index[str, QueueEntry] = kwargs["job_queue"]
     tunings: kopf.Index[tuple[str, str], Any] = kwargs["tunings"]
+    workers: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["worker_jobs"]
+    wake = memo.wakers.setdefault((namespace, name), asyncio.Event())
     reconciler = JobReconciler(
         ref=JobRef(name=name, namespace=namespace, uid=uid),
         config=memo.config,
@@ -155,13 +216,17 @@ async def run_job(
         ),
         admit_lock=lambda ns: memo.admit_locks[ns],
         admitted_here=memo.admitted_here,
+        worker_job=lambda ns, wname: next(iter(workers.get((ns, wname), [])), None),
     )
 
     async def step() -> float | None:
         outcome = await reconciler.step(body)
         return None if outcome.finished else outcome.delay
 
-    await _loop(stopped, f"job {namespace}/{name}", step)
+    try:
+        await _loop(stopped, f"job {namespace}/{name}", step, wake)
+    finally:
+        memo.wakers.pop((namespace, name), None)
 
 
 @kopf.on.delete(naming.GROUP, naming.VERSION, naming.JOB_PLURAL, retries=30, backoff=2)
@@ -170,6 +235,7 @@ async def forget_job(
     namespace: str | None,
     uid: str,
     spec: kopf.Spec,
+    status: kopf.Status,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
@@ -179,12 +245,63 @@ async def forget_job(
     tuning_name = str(spec.get("tuningRef") or "default")
     tuning_spec = next(iter(tunings.get((namespace, tuning_name), [])), None)
     ref = JobRef(name=name, namespace=namespace, uid=uid)
-    await deletion.forget_job(memo.kube, memo.connections, ref, tuning_name, tuning_spec)
+    worker_job = str(status.get("workerJob") or "")
+    await deletion.forget_job(
+        memo.kube, memo.connections, ref, tuning_name, tuning_spec, worker_job
+    )
 
 
 # -- `mcop operator` -----------------------------------------------------------------------------
 def run(argv: list[str] | None = None) -> int:
-    """Run the operator until SIGTERM: `mcop operator [--namespace NS ...] [--liveness URL]`."""
+    """Run the operator until SIGTERM: `mcop operator [--namespace NS ...] [--liveness URL]
+    [--leader-elect ...]`."""
+    args = _parser().parse_args(argv)
+    kopf.configure(verbose=args.verbose)
+    config = OperatorConfig.from_env()
+    metrics.serve(config.metrics_port, config.metrics_address)
+    fence: Fence = Fence()
+    if args.leader_elect:
+        fence = _lead(args)
+    else:
+        metrics.set_leader(True)  # without election every replica acts (and says so)
+    try:
+        kopf.run(
+            standalone=not args.peering,
+            namespaces=list(args.namespace),
+            clusterwide=not args.namespace,
+            liveness_endpoint=args.liveness or None,
+            memo=kopf.Memo(fence=fence),
+        )
+    finally:
+        if isinstance(fence, LeaderElector):
+            fence.release()
+    return 0
+
+
+def _lead(args: Any) -> LeaderElector:
+    """Block until this replica holds the Lease (answering liveness probes meanwhile), then keep
+    renewing it in a thread; losing it ends the process."""
+    import kubernetes
+
+    load_config()
+    lease = LeaseConfig(
+        namespace=args.leader_election_namespace or leader.default_namespace(),
+        name=args.leader_election_id,
+        identity=leader.default_identity(),
+        lease_seconds=args.leader_election_lease_duration,
+        renew_deadline_seconds=args.leader_election_renew_deadline,
+        retry_seconds=args.leader_election_retry_period,
+    )
+    api_client = kubernetes.client.ApiClient()
+    api_client.user_agent = f"{USER_AGENT}/leader-election"
+    elector = LeaderElector(lease, kubernetes.client.CoordinationV1Api(api_client))
+    with leader.standby_liveness(args.liveness):
+        elector.acquire()
+    elector.start_renewing()
+    return elector
+
+
+def _parser() -> Any:
     import argparse
 
     parser = argparse.ArgumentParser(prog="mcop operator", description=run.__doc__)
@@ -205,16 +322,43 @@ def run(argv: list[str] | None = None) -> int:
         action="store_true",
         help="coordinate with other operator replicas through kopf peering (default: standalone)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    kopf.configure(verbose=args.verbose)
-    kopf.run(
-        standalone=not args.peering,
-        namespaces=list(args.namespace),
-        clusterwide=not args.namespace,
-        liveness_endpoint=args.liveness or None,
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="reconcile only while holding a coordination.k8s.io Lease (run several replicas)",
     )
-    return 0
+    parser.add_argument(
+        "--leader-election-namespace",
+        default="",
+        help="the Lease's namespace (default: the pod's namespace)",
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        default="montecarlo-operator",
+        help="the Lease's name (default %(default)s)",
+    )
+    parser.add_argument(
+        "--leader-election-lease-duration",
+        type=float,
+        default=15.0,
+        help="seconds a standby waits after the last renewal it saw before taking over "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=10.0,
+        help="seconds the leader keeps acting without a renewal before it exits "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        default=2.0,
+        help="seconds between two tries to take or renew the Lease (default %(default)s)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
 
 
 # -- PerfTuning ----------------------------------------------------------------------------------
@@ -237,3 +381,5 @@ async def run_tuning(
         return await reconciler.step(body, queue)
 
     await _loop(stopped, f"perftuning {namespace}/{name}", step)
+    if stopped.reason and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason:
+        await memo.connections.forget(namespace, name)

@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from .errors import Conflict, TryAgain
+
 _T = ("namespace", "perftuning")
 
 REDIS_UP = Gauge("mcop_redis_up", "1 when Redis answers the operator", _T)
@@ -79,6 +81,8 @@ def error_reason(exc: BaseException) -> str:
     """The bounded kind of an error that ended a reconciling pass: which dependency raised it."""
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, (Conflict, TryAgain)):  # the API server's answers, in the operator's words
+        return "kubernetes"
     module = type(exc).__module__.split(".")[0]
     if module in ("kubernetes", "urllib3", "kopf"):
         return "kubernetes"

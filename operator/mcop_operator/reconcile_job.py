@@ -14,13 +14,13 @@ from typing import Any
 from mcop_worker.model.errors import ManifestError
 from mcop_worker.model.spec import JobSpec
 
-from . import job_status, metrics, naming, numbers
+from . import errors, job_status, metrics, naming, numbers
 from .admission import QueueEntry, queue_report
 from .builders import JobRef, build_connection_secret, build_worker_job, on_connection_secret
 from .conditions import get_condition, now_rfc3339, set_condition
 from .config import OperatorConfig
 from .connections import ConnectionRegistry, Services
-from .kube import KubeApi, OwnedByAnother, Refused, SecretProblem
+from .kube import Conflict, KubeApi, OwnedByAnother, Refused, SecretProblem
 from .priority import priority_class_name
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class JobReconciler:
         event: EventFn,
         admit_lock: Callable[[str], Any],
         admitted_here: set[str] | None = None,
+        worker_job: WorkerJobFn | None = None,
     ) -> None:
         self.ref = ref
         self.config = config
@@ -69,6 +70,17 @@ class JobReconciler:
         self.relaunches = 0
         self.counted_paths: int | None = None  # paths already added to mcop_paths_simulated_total
         self._parsed: tuple[str, tuple[JobSpec, str]] | None = None
+        self.resource_version: str | None = None  # of this loop's last write (or read)
+        self.just_admitted = False  # admitted by the last pass: its worker Job is not there yet
+        # The worker Job as the operator's watch last saw it (None: ask the API server).
+        self.worker_job = worker_job
+        # PostgreSQL is read when the shards report new blocks through Redis, at least every
+        # DB_POLL_SECONDS, and on every pass while Redis is away.
+        self.created: Mapping[str, Any] | None = None  # the worker Job this loop created
+        self.created_at = float("-inf")
+        self.blocks_reported: int | None = None
+        self.last_pull = float("-inf")
+        self.db_ok = True
 
     def parse(self, body: Mapping[str, Any]) -> tuple[JobSpec, str]:
         """numbers.parse, redone only when the spec changes: validating a spec (the CRD's CEL
@@ -84,21 +96,66 @@ class JobReconciler:
         # This loop is the only writer of status, so what it wrote last is never older than the
         # body kopf hands over (which can lag under load and would re-admit a job).
         status: dict[str, Any] = {**(body.get("status") or {}), **self.written}
-        generation = int((body.get("metadata") or {}).get("generation") or 1)
+        metadata = body.get("metadata") or {}
+        generation = int(metadata.get("generation") or 1)
+        if self.resource_version is None:
+            self.resource_version = metadata.get("resourceVersion") or None
         if status.get("phase") in job_status.TERMINAL_PHASES:
             self.admitted_here.discard(self.ref.uid)
             return Outcome(finished=True)
         ctx = _Step(self, body, spec, status, generation)
         try:
             outcome = await ctx.run()
-        finally:
+        except Exception as exc:
+            if errors.is_transient(exc):
+                raise  # the loop retries with backoff; nothing of this pass is written
+            outcome = self._broken(ctx, exc)
+        # The one place status is written: what this pass decided, or nothing at all.
+        try:
             await self._write(ctx)
+        except Conflict:
+            # Someone else wrote since (a user's spec change, kopf's finalizer, a replica that
+            # lost its Lease): look again from the object as it is now.
+            self._forget_admission(ctx)
+            return self._reread()
+        except BaseException:
+            self._forget_admission(ctx)
+            raise
+        if ctx.admitting:
+            self.just_admitted = True
+            ctx.observe_admission()
         if outcome.finished:
             self.admitted_here.discard(self.ref.uid)
         return outcome
 
+    def _broken(self, ctx: _Step, exc: Exception) -> Outcome:
+        """A deterministic error (a bug, a request the API server will always refuse): retrying
+        cannot help, so the job fails with the reason; the traceback is logged once."""
+        log.error(
+            "job %s/%s: %s; the job fails",
+            self.ref.namespace,
+            self.ref.name,
+            exc,
+            exc_info=exc,
+        )
+        metrics.count_error(exc)
+        return ctx.fail("ReconcileError", f"{type(exc).__name__}: {exc}")
+
+    def _forget_admission(self, ctx: _Step) -> None:
+        if ctx.admitting:
+            self.admitted_here.discard(self.ref.uid)  # not admitted after all: the slot is free
+
+    def _reread(self) -> Outcome:
+        """Start again from kopf's body: its status and resourceVersion. While the body still lags
+        behind the change, the next write meets another Conflict and this repeats; no GET."""
+        self.written = {}
+        self.resource_version = None
+        self.just_admitted = False
+        return Outcome(delay=self.config.reconcile_interval_seconds)
+
     async def _write(self, ctx: _Step) -> None:
-        """Write status when it changed: transitions at once, progress at a bounded rate."""
+        """Write status when it changed: transitions at once, progress at a bounded rate. The
+        patch is conditioned on the resourceVersion this loop last saw (Conflict otherwise)."""
         patch = {k: v for k, v in ctx.status.items() if self.written.get(k, _MISSING) != v}
         if not patch:
             return
@@ -113,12 +170,31 @@ class JobReconciler:
             ctx.status.get("estimate"),
             ctx.status.get("stdErr"),
         )
-        await self.kube.patch_job_status(self.ref.namespace, self.ref.name, ctx.status)
+        written = await self.kube.patch_job_status(
+            self.ref.namespace, self.ref.name, ctx.status, self.resource_version
+        )
+        self.resource_version = (written.get("metadata") or {}).get("resourceVersion")
         self.written = dict(ctx.status)
         self.last_progress_write = now
 
 
 _MISSING = object()
+# The least often a running job's loop reads PostgreSQL while Redis reports nothing new.
+DB_POLL_SECONDS = 10.0
+# How long a worker Job this loop created stands in for the watch's copy not yet arrived.
+WATCH_LAG_SECONDS = 30.0
+# (namespace, name) -> the worker Job as the operator's watch last saw it.
+WorkerJobFn = Callable[[str, str], Mapping[str, Any] | None]
+
+
+def _any_silent(reports: Mapping[int, Any], now: float, interval: float) -> bool:
+    """Some running shard has not reported for three heartbeat intervals."""
+    return any(
+        getattr(r, "state", "running") == "running" and now - float(r.heartbeat) > 3 * interval
+        for r in reports.values()
+    )
+
+
 # Workers that keep ending "successfully" without storing their blocks are not retried forever.
 MAX_RELAUNCHES = 3
 _PROGRESS_KEYS = frozenset(
@@ -153,7 +229,7 @@ class _Step:
         self.status = status
         self.generation = generation
         self.transition = False
-        self.just_admitted = False  # admitted in this pass: its worker Job is not there yet
+        self.admitting = False  # this pass took a queue slot: its status write records it
         self.status["observedGeneration"] = generation
         self.status.setdefault("conditions", [])
 
@@ -265,7 +341,8 @@ class _Step:
     async def before_start(
         self, services: Services, spec_hash: str, pc_name: str
     ) -> Outcome | None:
-        """Cache lookup, PriorityClass check and the concurrency queue; None means go ahead."""
+        """Cache lookup, PriorityClass check and the concurrency queue; None means go ahead
+        (admitted earlier), an Outcome ends this pass (finished, queued, or admitted now)."""
         o = self.o
         if self.spec.get("cache", True):
             cached = await services.cached_result(spec_hash)
@@ -310,26 +387,19 @@ class _Step:
         self.condition("Admitted", True, "Admitted", "the job may start")
         if self.status.get("queuePosition") is not None:
             self.status["queuePosition"] = None  # merge patch: removes the field
-        # Written before the worker Job exists, so a restart never loses the slot.
+        # Written (by this pass's status write) before the worker Job exists, so a restart never
+        # loses the slot; the next pass creates the Job.
         self.status["workerJob"] = naming.worker_job_name(o.ref.name)
-        try:
-            await o.kube.patch_job_status(o.ref.namespace, o.ref.name, self.status)
-        except BaseException:
-            o.admitted_here.discard(o.ref.uid)  # not admitted after all: the slot is free again
-            raise
-        o.written = dict(self.status)
-        self.just_admitted = True
-        self.observe_admission()
-        return None
+        self.admitting = True
+        return Outcome(delay=0.0)
 
     async def hand_to_kueue(self) -> Outcome | None:
+        """Recorded (by this pass's one status write) before the worker Job exists; the next pass
+        creates it, suspended, for Kueue (not a slot of the operator's own queue)."""
         o = self.o
         self.waiting_for_kueue()
         self.status["workerJob"] = naming.worker_job_name(o.ref.name)
-        await o.kube.patch_job_status(o.ref.namespace, o.ref.name, self.status)
-        o.written = dict(self.status)
-        self.just_admitted = True
-        return None
+        return Outcome(delay=0.0)
 
     def waiting_for_kueue(self) -> Outcome:
         queue = self.spec.get("queueName")
@@ -351,7 +421,8 @@ class _Step:
         if not self.spec.get("queueName"):  # Kueue's jobs start when Kueue admits them (below)
             self.status.setdefault("startTime", now_rfc3339())
         await services.record_job(o.ref, self.spec, spec_hash, "Running", None)
-        summary, db_ok = await self.aggregate(services, job_spec, spec_hash)
+        redis_ok, reports = await services.shard_progress(o.ref.uid)
+        summary, db_ok = await self.aggregate(services, job_spec, spec_hash, redis_ok, reports)
         if summary.final is not None:
             return await self.finish(services, summary, spec_hash)
         worker = await self.ensure_workers(services, spec_hash, pc_name)
@@ -370,20 +441,38 @@ class _Step:
                 self.condition("Admitted", True, "AdmittedByKueue", "Kueue unsuspended the Job")
                 self.observe_admission()
             self.status.setdefault("startTime", now_rfc3339())
-        await self.watch_shards(services, suspended)
+        await self.watch_shards(services, suspended, redis_ok, reports)
         if suspended:
             return self.suspended()
         self.running(summary)
         return await self.relaunch_if_incomplete(worker, summary, db_ok)
 
     async def aggregate(
-        self, services: Services, job_spec: Any, spec_hash: str
+        self,
+        services: Services,
+        job_spec: Any,
+        spec_hash: str,
+        redis_ok: bool,
+        reports: Mapping[int, Any],
     ) -> tuple[numbers.Summary, bool]:
-        """All finished blocks from PostgreSQL, merged in block order; (summary, database up?)."""
+        """All finished blocks from PostgreSQL, merged in block order; (summary, database up?).
+        The database is read only when it has something new: the shards' reports in Redis count
+        their stored blocks (a worker reports a block after storing it)."""
         o = self.o
         if o.aggregator is None or o.aggregator.spec_hash != spec_hash:
             o.aggregator = numbers.Aggregator(job_spec, spec_hash)
-        db_ok = await services.pull_blocks(o.ref.uid, o.aggregator)
+            o.blocks_reported, o.last_pull = None, float("-inf")
+        reported = sum(int(r.blocks_done) for r in reports.values()) if redis_ok else None
+        now = time.monotonic()
+        if (
+            reported is None
+            or reported != o.blocks_reported
+            or now - o.last_pull >= DB_POLL_SECONDS
+        ):
+            o.db_ok = await services.pull_blocks(o.ref.uid, o.aggregator)
+            if o.db_ok:
+                o.blocks_reported, o.last_pull = reported, now
+        db_ok = o.db_ok
         self.condition(
             "DatabaseAvailable",
             db_ok,
@@ -400,13 +489,22 @@ class _Step:
 
     async def ensure_workers(
         self, services: Services, spec_hash: str, pc_name: str
-    ) -> dict[str, Any] | Outcome:
+    ) -> Mapping[str, Any] | Outcome:
         """The worker Job, created when missing, its `suspend` following the spec's."""
         o = self.o
-        ns, worker_name = o.ref.namespace, naming.worker_job_name(o.ref.name)
+        ns, worker_name = o.ref.namespace, self.worker_name()
         # A job admitted a moment ago goes straight to the create (a 409 still finds an existing
-        # Job): one read less per job when many arrive at once.
-        worker = None if self.just_admitted else await o.kube.get_job(ns, worker_name)
+        # Job): one read less per job when many arrive at once. Otherwise the operator's watch of
+        # its worker Jobs answers, without a request.
+        if o.just_admitted:
+            worker = None
+        elif o.worker_job is not None:
+            worker = o.worker_job(ns, worker_name)
+            if worker is None and time.monotonic() - o.created_at < WATCH_LAG_SECONDS:
+                worker = o.created  # made a moment ago; the watch has not shown it yet
+        else:
+            worker = await o.kube.get_job(ns, worker_name)
+        o.just_admitted = False
         suspended = bool(self.spec.get("suspend", False))
         if worker is None:
             tuning = services.tuning
@@ -427,6 +525,8 @@ class _Step:
                 o.config.worker_image_pull_policy,
                 o.config.shard_retries,
             )
+            # The name admission recorded (an older operator cut long names differently).
+            body["metadata"]["name"] = worker_name
             try:
                 worker = await o.kube.ensure_job(body, o.ref.uid)
             except OwnedByAnother as exc:
@@ -437,6 +537,7 @@ class _Step:
                     f"the API server refused the worker Job ({exc}): check spec.workerTemplate "
                     "and the PerfTuning's spec.workers.template",
                 )
+            o.created, o.created_at = worker, time.monotonic()
             o.event(
                 "Normal",
                 "WorkersCreated",
@@ -462,9 +563,10 @@ class _Step:
         detail = job_status.pod_failure_summary(pods)
         return self.fail(reason, f"{message}; {detail}" if detail else message)
 
-    async def watch_shards(self, services: Services, suspended: bool) -> None:
+    async def watch_shards(
+        self, services: Services, suspended: bool, redis_ok: bool, reports: dict[int, Any]
+    ) -> None:
         """Heartbeats through Redis: replace silent shards, say whether Redis answers."""
-        redis_ok, reports = await services.shard_progress(self.o.ref.uid)
         if redis_ok and not suspended:
             await self.replace_silent_shards(services, reports)
         self.condition(
@@ -520,7 +622,8 @@ class _Step:
             self.warn_once(
                 "relaunch", "WorkersRelaunched", "workers ended with blocks missing; relaunching"
             )
-            await o.kube.delete_job(o.ref.namespace, naming.worker_job_name(o.ref.name))
+            await o.kube.delete_job(o.ref.namespace, self.worker_name())
+            o.created = None
         return Outcome(delay=o.config.reconcile_interval_seconds)
 
     async def finish(self, services: Services, summary: numbers.Summary, spec_hash: str) -> Outcome:
@@ -558,10 +661,12 @@ class _Step:
         """A shard silent for three heartbeat intervals is lost: delete its pod so the Job
         controller starts a new one, which skips the blocks already stored."""
         o = self.o
-        if not reports:
-            return
-        pods = await o.kube.list_pods(o.ref.namespace, f"{naming.JOB_LABEL}={o.ref.name[:63]}")
         interval = services.tuning.workers.heartbeat_interval_seconds
+        if not reports or not _any_silent(reports, time.time(), interval):
+            if any(c.get("type") == "ShardsHealthy" for c in self.status["conditions"]):
+                self.condition("ShardsHealthy", True, "Heartbeating", "every shard reports")
+            return  # the pods are listed only when a shard has gone quiet
+        pods = await o.kube.list_pods(o.ref.namespace, f"{naming.JOB_LABEL}={o.ref.name[:63]}")
         lost = job_status.silent_pods(reports, pods, time.time(), interval)
         for shard, pod, silent in lost:
             message = (
@@ -580,7 +685,12 @@ class _Step:
         o = self.o
         stopped = await services.request_stop(o.ref.uid, block_limit)
         if not stopped:
-            await o.kube.delete_job(o.ref.namespace, naming.worker_job_name(o.ref.name))
+            await o.kube.delete_job(o.ref.namespace, self.worker_name())
+            o.created = None
+
+    def worker_name(self) -> str:
+        """The worker Job's name as admission recorded it in status."""
+        return str(self.status.get("workerJob") or naming.worker_job_name(self.o.ref.name))
 
     def elapsed(self) -> float:
         start = self.status.get("startTime")

@@ -68,6 +68,14 @@ async def delete_job_blocks(pool: PgPool, job_uid: str, spec_hash: str | None = 
 # --- jobs and results --------------------------------------------------------------------------
 
 
+class Fenced(Exception):
+    """A newer leader (a larger epoch) wrote the job's row: this replica must stop acting."""
+
+
+# Epoch 0 is an operator without leader election: not fenced (and it keeps the row's epoch).
+_EPOCH_OK = "($7::bigint = 0 OR jobs.leader_epoch <= $7::bigint)"
+
+
 async def upsert_job(
     pool: PgPool,
     *,
@@ -77,40 +85,57 @@ async def upsert_job(
     status: str,
     spec_hash: str,
     spec: Mapping[str, Any],
-) -> int:
-    """Record a job (or update its status, spec and hash); returns its row id."""
-    return int(
-        await pool.fetchval(
-            """INSERT INTO jobs (uid, namespace, name, status, spec_hash, spec)
-               VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-               ON CONFLICT (uid) DO UPDATE SET
-                   namespace = EXCLUDED.namespace, name = EXCLUDED.name,
-                   status = EXCLUDED.status, spec_hash = EXCLUDED.spec_hash,
-                   spec = EXCLUDED.spec, updated_at = now()
-               RETURNING id""",
-            uid,
-            namespace,
-            name,
-            status,
-            spec_hash,
-            json.dumps(spec, sort_keys=True),
-        )
+    epoch: int = 0,
+) -> int | None:
+    """Record a job (or update its status, spec and hash); returns its row id, or None when the
+    row is final (its result is stored) or was written by a newer leader (a larger epoch)."""
+    row_id = await pool.fetchval(
+        f"""INSERT INTO jobs (uid, namespace, name, status, spec_hash, spec, leader_epoch)
+            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+            ON CONFLICT (uid) DO UPDATE SET
+                namespace = EXCLUDED.namespace, name = EXCLUDED.name,
+                status = EXCLUDED.status, spec_hash = EXCLUDED.spec_hash,
+                spec = EXCLUDED.spec, updated_at = now(),
+                leader_epoch = greatest(jobs.leader_epoch, EXCLUDED.leader_epoch)
+            WHERE jobs.result IS NULL AND {_EPOCH_OK}
+            RETURNING id""",
+        uid,
+        namespace,
+        name,
+        status,
+        spec_hash,
+        json.dumps(spec, sort_keys=True),
+        epoch,
     )
+    return None if row_id is None else int(row_id)
 
 
 async def store_result(
-    pool: PgPool, uid: str, result: Mapping[str, Any], *, status: str = "Succeeded"
-) -> None:
-    """Store a job's final result (and status); raises LookupError when upsert_job never ran."""
+    pool: PgPool, uid: str, result: Mapping[str, Any], *, status: str = "Succeeded", epoch: int = 0
+) -> bool:
+    """Store a job's final result (and status) once: True when stored now, False when a result
+    was already there (its numbers are the same: they depend on the blocks only). Raises
+    LookupError when upsert_job never ran, Fenced when a newer leader owns the row."""
     outcome = await pool.execute(
-        """UPDATE jobs SET result = $2::jsonb, status = $3, completed_at = now(), updated_at = now()
-           WHERE uid = $1""",
+        """UPDATE jobs SET result = $2::jsonb, status = $3, completed_at = now(),
+               updated_at = now(), leader_epoch = greatest(jobs.leader_epoch, $4::bigint)
+           WHERE uid = $1 AND result IS NULL
+             AND ($4::bigint = 0 OR jobs.leader_epoch <= $4::bigint)""",
         uid,
         json.dumps(result, sort_keys=True),
         status,
+        epoch,
     )
-    if outcome != "UPDATE 1":
+    if outcome == "UPDATE 1":
+        return True
+    row = await pool.fetchrow(
+        "SELECT leader_epoch, result IS NOT NULL AS stored FROM jobs WHERE uid = $1", uid
+    )
+    if row is None:
         raise LookupError(f"job {uid} is not in the results database; call upsert_job first")
+    if row["stored"]:
+        return False
+    raise Fenced(f"job {uid} belongs to leader epoch {row['leader_epoch']}, not {epoch}")
 
 
 async def get_result(pool: PgPool, uid: str) -> dict[str, Any] | None:

@@ -72,6 +72,15 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
             WHERE result IS NOT NULL;
         """,
     ),
+    (
+        2,
+        "leader epoch of the jobs row",
+        """
+        -- The epoch (the Lease's leaseTransitions) of the operator replica that last wrote the
+        -- row: a replica that lost its Lease and writes late has a smaller one and is refused.
+        ALTER TABLE jobs ADD COLUMN leader_epoch bigint NOT NULL DEFAULT 0;
+        """,
+    ),
 )
 
 # --- schema ------------------------------------------------------------------------------------
