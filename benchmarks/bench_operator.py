@@ -16,12 +16,23 @@ Measures, in one run (the targets are issue 4's):
      high-water mark) with 500 MonteCarloJobs present: the N finished ones plus tiny suspended
      ones whose loops keep polling (target: < 200 MiB).
 
+`--steady` measures instead the operator at rest with many jobs (issue 13's targets):
+  4. 2,000 MonteCarloJobs present, 200 of them running (admitted, worker Jobs created; the pod
+     runner is paused so their pods wait, as if they ran on other nodes, and the loops do their
+     regular passes), the rest Succeeded (cache hits). Over a window (--window, 60 s): API
+     requests per second by verb and user agent from the audit log (reads included), the
+     operator's CPU and peak RSS, status writes per running job; the baseline, measured in the
+     same run, is the same operator with the 1,800 finished jobs only (no running loop), so the
+     cost per running job is (with - baseline) / 200. Targets: at most one API read per running
+     job per 10 s, RSS < 300 MiB.
+
 The operator runs with its built-in intervals (reconcile 1 s, status 2 s, waiting 5 s). Worker
 pods are run by the pod runner on this machine's 2 cores; in a cluster they run on other nodes.
 Not a timed test: the figures depend on the machine and its load.
 
 Run: .venv/bin/python benchmarks/bench_operator.py [--jobs 100] [--present 500] [--latency-only]
-[--keep] (about 2.5 minutes). Exit status 1 when a target is missed. Everything it starts
+[--keep] (about 2.5 minutes), or ... --steady [--present 2000] [--running 200] [--window 60].
+Exit status 1 when a target is missed. Everything it starts
 (servers, operator, worker processes) is stopped when it ends, also on Ctrl-C, SIGTERM or its own
 time limit (--time-limit, default 30 min); if it is killed outright, the next devcluster session
 reaps them.
@@ -560,6 +571,214 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
             redis.cleanup()
 
 
+# -- steady state: many jobs present, many running ------------------------------------------------
+# Every request of the admin user (the operator runs with the admin kubeconfig; the analysis
+# keeps the operator's user agents), reads included.
+STEADY_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: [admin]
+- level: None
+"""
+TARGET_READS_PER_RUNNING_JOB = 0.1  # per second: one per 10 s
+TARGET_STEADY_MIB = 300.0
+READ_VERBS = ("get", "list", "watch")
+
+
+@dataclasses.dataclass
+class Window:
+    seconds: float
+    requests: Counter[tuple[str, str]]  # (user agent, verb) -> requests in the window
+    status_writes: int
+    cpu_seconds: float
+    peak_rss: int
+
+    def operator_reads(self) -> int:
+        return sum(
+            n
+            for (agent, verb), n in self.requests.items()
+            if verb in READ_VERBS and agent.startswith(("mcop-operator", "kopf/"))
+        )
+
+
+def requests_in(path: Path, since: float, until: float) -> Counter[tuple[str, str]]:
+    """Requests completed in [since, until] by user agent (first word) and verb; a watch counts
+    once, when it starts."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        verb, stage = str(entry["verb"]), entry.get("stage")
+        if (verb == "watch") != (stage == "ResponseStarted"):
+            continue
+        if since <= _unix(entry["stageTimestamp"]) <= until:
+            counts[(str(entry.get("userAgent", "")).split(" ")[0], verb)] += 1
+    return counts
+
+
+def measure_window(
+    audit_log: Path, sampler: MemorySampler, names: Sequence[str], seconds: float
+) -> Window:
+    t0, cpu0 = time.time(), sampler.cpu_seconds()
+    time.sleep(seconds)  # the window measured: the operator at rest, not a wait for a state
+    t1 = time.time()
+    wanted = set(names)
+    status = sum(
+        1
+        for w in read_audit(audit_log)
+        if w.by_operator and w.subresource == "status" and w.name in wanted and t0 <= w.at <= t1
+    )
+    return Window(
+        seconds=t1 - t0,
+        requests=requests_in(audit_log, t0, t1),
+        status_writes=status,
+        cpu_seconds=sampler.cpu_seconds() - cpu0,
+        peak_rss=sampler.peak(t0, t1),
+    )
+
+
+@dataclasses.dataclass
+class Steady:
+    present: Counter[str] = dataclasses.field(default_factory=Counter)
+    running: int = 0
+    baseline: Window | None = None
+    loaded: Window | None = None
+    memory_hwm: int = 0
+    load_average: tuple[float, float] = (0.0, 0.0)
+
+
+def run_steady(args: argparse.Namespace, workdir: Path) -> Steady:
+    res = Steady()
+    audit_log = workdir / "audit.log"
+    postgres, redis = PostgresServer(), RedisServer()
+    control_plane = ControlPlane(audit_log=audit_log, audit_policy=STEADY_AUDIT_POLICY)
+    operator: OperatorProcess | None = None
+    sampler: MemorySampler | None = None
+    load_at_start = os.getloadavg()[0]
+    try:
+        say("starting PostgreSQL, Redis and the control plane")
+        postgres.start()
+        redis.start()
+        dsn = postgres.create_database("mcop_bench")
+        control_plane.start()
+        cluster = KubeCluster(control_plane)
+        rest = cluster.rest()
+        cluster.install_crds()
+        cluster.kubectl("apply", "-f", str(PRIORITY_CLASSES))
+        rest.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+        wait_for(
+            lambda: rest.get_or_none(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"),
+            60, "the namespace's default ServiceAccount",
+        )  # fmt: skip
+        create_connection_secrets(rest, NAMESPACE, redis_url=redis.url, postgres_dsn=dsn)
+        apply(cluster, perf_tuning(args.running + 10))
+        operator = OperatorProcess(
+            str(cluster.kubeconfig), NAMESPACE, workdir / "operator.log",
+            MCOP_METRICS_PORT="0", MCOP_METRICS_ADDRESS="127.0.0.1",
+        )  # fmt: skip
+        operator.start()
+        assert operator.proc is not None
+        global _operator
+        _operator = operator
+        with open(control_plane.base_dir / REGISTRY_FILE, "a") as registry:
+            registry.write(f"{record(operator.proc.pid)} mcop-operator\n")
+        sampler = MemorySampler(operator.proc.pid)
+        sampler.start()
+
+        # The finished ones: one job computes, the others hit its cached result (no pods).
+        apply(cluster, job_list([("done-0000", tiny_spec(seed=1))]))
+        wait_phase(rest, ["done-0000"], "Succeeded", timeout=args.run_timeout)
+        finished = [f"done-{i:04d}" for i in range(args.present - args.running)]
+        say(f"applying {len(finished) - 1} jobs that finish from the cache")
+        for start in range(1, len(finished), 200):
+            chunk = finished[start : start + 200]
+            apply(cluster, job_list((n, tiny_spec(seed=1)) for n in chunk), timeout=600)
+        wait_phase(rest, finished, "Succeeded", timeout=args.run_timeout)
+        say(f"baseline: {len(finished)} finished jobs, {args.window:.0f} s window")
+        time.sleep(5)  # kopf posts the last events in the background
+        res.baseline = measure_window(audit_log, sampler, finished, args.window)
+
+        # The running ones: admitted, worker Jobs made, pods waiting (the pod runner paused).
+        signal_pod_runner(control_plane, signal.SIGSTOP)
+        running = [f"run-{i:04d}" for i in range(args.running)]
+        say(f"applying {len(running)} jobs that stay running")
+        apply(cluster, job_list((n, tiny_spec(seed=100 + i)) for i, n in enumerate(running)))
+        wait_phase(rest, running, "Running", timeout=args.run_timeout)
+        res.running = len(running)
+        time.sleep(5)
+        say(f"{len(running)} running, {args.present} present: {args.window:.0f} s window")
+        res.loaded = measure_window(audit_log, sampler, running, args.window)
+        res.present = phases(rest, [*finished, *running])
+        with contextlib.suppress(OSError):
+            res.memory_hwm = sampler.high_water_mark()
+        return res
+    except BaseException:
+        if (workdir / "operator.log").exists():
+            tail = (workdir / "operator.log").read_text(errors="replace").splitlines()[-30:]
+            say("operator log (tail):\n" + "\n".join(tail))
+        raise
+    finally:
+        say("stopping everything")
+        with contextlib.suppress(OSError, StopIteration):
+            signal_pod_runner(control_plane, signal.SIGCONT)
+        if sampler is not None:
+            sampler.stop()
+        if operator is not None:
+            operator.stop()
+        res.load_average = (load_at_start, os.getloadavg()[0])
+        if args.keep:
+            control_plane.stop()
+            postgres.stop()
+            redis.stop()
+            say(f"kept: {control_plane.base_dir}, {workdir}")
+        else:
+            control_plane.cleanup()
+            postgres.cleanup()
+            redis.cleanup()
+
+
+def print_steady(res: Steady) -> bool:
+    assert res.baseline is not None and res.loaded is not None
+    base, load = res.baseline, res.loaded
+    n = max(res.running, 1)
+    print(
+        f"\n{sum(res.present.values())} jobs present ({dict(res.present)}), {res.running} running"
+    )
+    print("\n| user agent | verb | baseline req/s | with running req/s | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for agent, verb in sorted(set(base.requests) | set(load.requests)):
+        b = base.requests.get((agent, verb), 0) / base.seconds
+        w = load.requests.get((agent, verb), 0) / load.seconds
+        ratio = f"{w / b:.2f}" if b else "-"
+        print(f"| {agent} | {verb} | {b:.3f} | {w:.3f} | {ratio} |")
+    reads = (load.operator_reads() / load.seconds - base.operator_reads() / base.seconds) / n
+    ok_reads = reads <= TARGET_READS_PER_RUNNING_JOB
+    peak = max(load.peak_rss, res.memory_hwm) / MIB
+    ok_rss = peak < TARGET_STEADY_MIB
+    print("\n| measure | value | target | |")
+    print("| --- | --- | --- | --- |")
+    print(
+        f"| operator API reads per running job per second (with - baseline) / {n} | "
+        f"{reads:.4f} | <= {TARGET_READS_PER_RUNNING_JOB} | {'met' if ok_reads else 'MISSED'} |"
+    )
+    print(
+        f"| operator peak RSS with {sum(res.present.values())} jobs (kernel high-water mark) | "
+        f"{peak:.0f} MiB | < {TARGET_STEADY_MIB:.0f} MiB | {'met' if ok_rss else 'MISSED'} |"
+    )
+    print(
+        f"| operator CPU, baseline / with running | {base.cpu_seconds / base.seconds:.3f} / "
+        f"{load.cpu_seconds / load.seconds:.3f} cores | | |"
+    )
+    print(
+        f"| status writes per running job per minute | "
+        f"{load.status_writes / n / load.seconds * 60:.2f} | | |"
+    )
+    print(f"| machine load average, start / end | {res.load_average[0]:.1f} / "
+          f"{res.load_average[1]:.1f} | | |")  # fmt: skip
+    return ok_reads and ok_rss
+
+
 # -- the table ----------------------------------------------------------------------------------
 def print_results(res: Results) -> bool:
     """Prints the figures and targets; True when every target is met."""
@@ -638,7 +857,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-only", action="store_true",
                         help="stop after the latency figures (no writes, no memory)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the folders (logs, audit log)")
+    parser.add_argument("--steady", action="store_true",
+                        help="the operator at rest: --present jobs, --running of them running "
+                        "(reads per running job, RSS, CPU) instead of the burst")  # fmt: skip
+    parser.add_argument("--running", type=int, default=200,
+                        help="--steady: jobs running (%(default)s)")  # fmt: skip
+    parser.add_argument("--window", type=float, default=60.0,
+                        help="--steady: seconds of each measured window (%(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.steady and "--present" not in " ".join(argv or sys.argv):
+        args.present = 2000
 
     stop_servers_on_sigterm()  # SIGTERM unwinds like Ctrl-C: the finally clauses stop everything
 
@@ -652,7 +880,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mcop-bench-operator-"))
     started = time.monotonic()
     try:
-        res = run(args, workdir)
+        if args.steady:
+            steady = run_steady(args, workdir)
+        else:
+            res = run(args, workdir)
     finally:
         signal.alarm(0)
         if not args.keep:
@@ -660,6 +891,8 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(workdir, ignore_errors=True)
     say(f"done in {time.monotonic() - started:.0f}s")
+    if args.steady:
+        return 0 if print_steady(steady) else 1
     return 0 if print_results(res) else 1
 
 
