@@ -154,8 +154,10 @@ class Services:
             if self.pg is None:
                 assert self._dsn is not None
                 try:
+                    # Connections open on demand, as SQLAlchemy's QueuePool opens them: poolSize
+                    # is how many are kept once opened, not a floor (docs/perftuning.md).
                     pool = await PgPool.open(
-                        self._dsn, self.tuning.postgres.pool, application_name=APP_NAME
+                        self._dsn, self.tuning.postgres.pool, application_name=APP_NAME, eager=False
                     )
                     await results_db.migrate(pool)
                     if self.tuning.postgres.ensure_indexes:
