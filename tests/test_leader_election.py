@@ -102,6 +102,36 @@ def test_a_released_lease_is_taken_at_once() -> None:
     assert b.try_acquire_or_renew() is None and b.epoch == 2
 
 
+def test_a_standby_counts_the_lease_from_the_renewal_its_watch_saw() -> None:
+    """Renewals seen through the watch when they are made: a dead holder's lease is counted from
+    its last renewal, not from the standby's next poll (up to a retry period later)."""
+    store, clock, lost = LeaseStore(), Clock(), list[str]()
+    a, b = elector(store, clock, "a", lost), elector(store, clock, "b", lost)
+    assert a.try_acquire_or_renew() is None
+    assert b.try_acquire_or_renew() is not None
+    clock.now += 1.9
+    assert a.try_acquire_or_renew() is None  # a's last renewal, 0.1 s before b polls again
+    b.observe(store.read_namespaced_lease("montecarlo-operator", "ns"))  # the watch's event
+    clock.now += 0.1
+    assert b.try_acquire_or_renew() is not None  # the poll sees nothing new
+    clock.now += 14.85  # 14.95 s after a's last renewal: not yet
+    wait = b.try_acquire_or_renew()
+    assert wait is not None and wait <= 0.1, wait  # it waits exactly until the lease ends
+    clock.now += wait
+    assert b.try_acquire_or_renew() is None and b.epoch == 2
+
+
+def test_a_release_seen_by_the_watch_wakes_the_standby() -> None:
+    store, clock, lost = LeaseStore(), Clock(), list[str]()
+    a, b = elector(store, clock, "a", lost), elector(store, clock, "b", lost)
+    assert a.try_acquire_or_renew() is None
+    b.observe(store.read_namespaced_lease("montecarlo-operator", "ns"))
+    assert not b._released.is_set()
+    a.release()
+    b.observe(store.read_namespaced_lease("montecarlo-operator", "ns"))
+    assert b._released.is_set()  # `acquire` stops waiting and tries now
+
+
 def test_timings_must_nest() -> None:
     with pytest.raises(ValueError, match="retry < renew deadline < lease duration"):
         LeaseConfig(namespace="ns", lease_seconds=10, renew_deadline_seconds=10)

@@ -65,6 +65,13 @@ def _api_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
+def import_api_classes() -> None:
+    """Load the client's API classes now: kubernetes.client imports each on first use, and
+    CoreV1Api alone is seconds of import on a busy node (a standby pays it before leading)."""
+    for name in ("CoreV1Api", "BatchV1Api", "SchedulingV1Api", "CustomObjectsApi"):
+        getattr(kubernetes.client, name)
+
+
 class KubeApi:
     def __init__(
         self, api_client: kubernetes.client.ApiClient | None = None, fence: Fence | None = None
@@ -239,4 +246,12 @@ class KubeApi:
         return await self.patch_status(TUNING_PLURAL, namespace, name, status)
 
 
-__all__ = ["Conflict", "KubeApi", "OwnedByAnother", "Refused", "SecretProblem", "load_config"]
+__all__ = [
+    "Conflict",
+    "KubeApi",
+    "OwnedByAnother",
+    "Refused",
+    "SecretProblem",
+    "import_api_classes",
+    "load_config",
+]

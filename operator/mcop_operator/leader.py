@@ -53,6 +53,7 @@ class Fence:
     """What every write asks first. Without leader election: always allowed, epoch 0."""
 
     epoch: int = 0
+    acquired_at: float | None = None  # time.monotonic() when this replica took the Lease
 
     def check(self) -> None:
         """Return when this replica may write; otherwise end the process at once."""
@@ -100,6 +101,8 @@ class LeaderElector(Fence):
         self._renewed_at: float | None = None  # when the last successful renewal was sent
         self._observed: tuple[Any, ...] | None = None  # the holder's record as last seen
         self._observed_at = 0.0
+        self._observed_lock = threading.Lock()  # the watch thread observes too
+        self._released = threading.Event()  # the watch saw the Lease given up: try at once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost = False
@@ -137,14 +140,75 @@ class LeaderElector(Fence):
             self.config.name,
             self.config.identity,
         )
+        watching: threading.Thread | None = None
         while not self._stop.is_set():
+            before, seen = self._observed, self._observed_at
+            self._released.clear()
             wait = self.try_acquire_or_renew()
             if wait is None:
                 metrics.set_leader(True)
-                log.info("leading as %s (epoch %d)", self.config.identity, self.epoch)
+                self.acquired_at = self.clock()
+                log.info(
+                    "leading as %s (epoch %d); %s",
+                    self.config.identity,
+                    self.epoch,
+                    "the Lease was free"
+                    if before is None or not before[0]
+                    else f"{before[0]} last renewed {self.acquired_at - seen:.1f} s ago",
+                )
                 return self.epoch
-            self._stop.wait(wait)
+            if watching is None:  # standing by
+                watching = threading.Thread(target=self._watch, name="lease-watch", daemon=True)
+                watching.start()
+            self._released.wait(wait)
         raise RuntimeError("stopped before leading")
+
+    # -- observing ----------------------------------------------------------------------------
+    def observe(self, lease: Any) -> None:
+        """Note the Lease's record as read or watched: a change restarts the lease duration the
+        holder has on this replica's clock; a Lease given up (no holder) wakes `acquire` at once."""
+        spec = lease.spec
+        record = (
+            spec.holder_identity or "",
+            spec.renew_time,
+            spec.lease_transitions,
+            lease.metadata.resource_version,
+        )
+        with self._observed_lock:
+            if record != self._observed:
+                self._observed, self._observed_at = record, self.clock()
+        if not record[0]:
+            self._released.set()
+
+    def _watch(self) -> None:
+        """While standing by, watch the Lease: every renewal is seen when it is made, not up to a
+        retry period later, so a dead holder's lease duration is counted from its last renewal
+        (one object, selected by name on the server)."""
+        from kubernetes import watch
+
+        cfg = self.config
+        watch_class: Any = watch.Watch  # untyped
+        while not self._stop.is_set() and self.acquired_at is None:
+            stream = watch_class()
+            try:
+                for event in stream.stream(
+                    self.api.list_namespaced_lease,
+                    cfg.namespace,
+                    field_selector=f"metadata.name={cfg.name}",
+                    timeout_seconds=60,
+                    _request_timeout=90,
+                ):
+                    if self._stop.is_set() or self.acquired_at is not None:
+                        break
+                    if event.get("type") == "DELETED":
+                        self._released.set()
+                    elif event.get("type") in ("ADDED", "MODIFIED"):
+                        self.observe(event["object"])
+            except Exception as exc:  # the poll of `acquire` goes on; the watch comes back
+                log.info("watching Lease %s/%s: %s", cfg.namespace, cfg.name, exc)
+                self._stop.wait(cfg.retry_seconds)
+            finally:
+                stream.stop()
 
     def try_acquire_or_renew(self) -> float | None:
         """One attempt: None when this replica leads now, else the seconds to wait."""
@@ -164,11 +228,9 @@ class LeaderElector(Fence):
         except Exception as exc:  # the API server does not answer: try again
             log.warning("reading Lease %s/%s: %s", cfg.namespace, cfg.name, exc)
             return cfg.retry_seconds
+        self.observe(lease)
         spec = lease.spec
         holder = spec.holder_identity or ""
-        record = (holder, spec.renew_time, spec.lease_transitions, lease.metadata.resource_version)
-        if record != self._observed:
-            self._observed, self._observed_at = record, self.clock()
         duration = float(spec.lease_duration_seconds or cfg.lease_seconds)
         if holder and holder != cfg.identity:
             left = self._observed_at + duration - self.clock()
