@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from mcop_devcluster.ports import free_port
-from operator_harness import PRIORITY_CLASSES, JobsHarness, running_operator, secret_manifest
+from operator_harness import (
+    PRIORITY_CLASSES,
+    JobsHarness,
+    running_operator,
+    secret_manifest,
+    wait_for,
+)
+
+STARTED = "montecarlo-operator started"  # the operator's log line once its start-up ran
 
 
 @pytest.fixture(scope="session")
@@ -43,4 +51,7 @@ def jobs(
     with running_operator(
         str(cluster_with_crds.kubeconfig), namespace, tmp_path / "operator.log", **env
     ) as op:
+        # Started (its imports take tens of seconds on a busy machine): the tests' own deadlines
+        # then measure the operator's work, not its start.
+        wait_for(lambda: STARTED in op.log(), timeout=300, what="the operator started")
         yield JobsHarness(cluster_with_crds, namespace, op)
