@@ -115,6 +115,9 @@ def test_immutable_fields_are_refused_and_operational_ones_change(
         "priorityClassName": {"priorityClassName": "other-class"},
         "resources": {"resources": {"requests": {"cpu": "2"}}},
         "workerTemplate": {"workerTemplate": {"nodeSelector": {"pool": "other"}}},
+        "queueName": {"queueName": "batch"},
+        "sampler": {"sampler": {"type": "sobol", "randomizations": 32}},
+        "greeks": {"greeks": ["delta"]},
     }
     for field, patch in refused.items():
         result = kube_cluster.kubectl(

@@ -244,6 +244,7 @@ IMMUTABLE_CHANGES = [
     ("priorityClassName", {"spec__priorityClassName": "other-class"}),
     ("resources", {"spec__resources__requests__cpu": "2"}),
     ("workerTemplate", {"spec__workerTemplate": {"nodeSelector": {"pool": "other"}}}),
+    ("queueName", {"spec__queueName": "batch"}),
 ]
 
 
