@@ -145,13 +145,25 @@ class Install:
         return items
 
     def operator_pod(self) -> dict[str, Any]:
-        pods = [
-            p
-            for p in self.pods("app.kubernetes.io/component=operator")
-            if not p["metadata"].get("deletionTimestamp")
-        ]
-        assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-        return pods[0]
+        """The leading operator pod (the chart runs 2 replicas; the Lease's holder is
+        "<pod name>_<pid>")."""
+
+        def leader() -> dict[str, Any] | None:
+            pods = {
+                p["metadata"]["name"]: p
+                for p in self.pods("app.kubernetes.io/component=operator")
+                if not p["metadata"].get("deletionTimestamp")
+            }
+            for lease in self.get("leases")["items"]:
+                holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+                if holder.rpartition("_")[0] in pods:
+                    return pods[holder.rpartition("_")[0]]
+            return None
+
+        found: dict[str, Any] = self.cluster.wait_for(
+            leader, timeout=120, what="the leading operator pod", interval=1
+        )
+        return found
 
 
 @pytest.fixture(scope="module")
