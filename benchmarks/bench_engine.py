@@ -30,6 +30,7 @@ import numpy as np
 
 from mcop_worker.engine.blocks import block_generator, plan_blocks, shard_blocks
 from mcop_worker.engine.kernels import fill_normals
+from mcop_worker.engine.registry import compose
 from mcop_worker.engine.simulate import simulate_block
 from mcop_worker.model.spec import JobSpec, parse_spec
 
@@ -147,6 +148,9 @@ def model_job(model: dict[str, Any], instrument: dict[str, Any], paths: int) -> 
     )
 
 
+NORMALS_PER_STEP = {"gbm": 1, "heston": 2, "merton": 3}
+
+
 def model_rows(scale: int, rep: int) -> None:
     """Paths/s (CPU time of this process) of each model and of American exercise, beside the GBM
     job with the same instrument, all antithetic + control variate."""
@@ -162,7 +166,7 @@ def model_rows(scale: int, rep: int) -> None:
     ]
     print("\nmodels, one core, antithetic + control variate (CPU time; American: the rule's fit")
     print("on 32,768 regression paths is done once per process, not timed)")
-    header = f"{'job':<36}{'paths/s':>12}{'x gbm, same instrument':>26}"
+    header = f"{'job':<36}{'paths/s':>12}{'x gbm, same instrument':>26}{'ns/path-step':>14}"
     print(header)
     print("-" * len(header))
     base: dict[str, float] = {}
@@ -177,7 +181,13 @@ def model_rows(scale: int, rep: int) -> None:
             times.append(time.process_time() - t0)
         rate = paths / min(times)
         base.setdefault(inst["type"], rate)
-        print(f"{label:<36}{millions(rate):>12}{rate / base[inst['type']]:>25.3f}x")
+        # simulation steps of a path (Heston refines each interval between dates): normals per
+        # path / normals per step
+        steps = compose(spec).model.dims // NORMALS_PER_STEP[model["type"]]
+        print(
+            f"{label:<36}{rate:>12,.0f}{rate / base[inst['type']]:>25.4f}x"
+            f"{1e9 / (rate * steps):>14.1f}"
+        )
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -252,14 +262,14 @@ def main() -> None:
     base_euro_paths = (1 << 24) // scale
     base_asian_paths = (1 << 16) // scale  # whole array: 65k x 252 doubles = 132 MB
     rep = args.repeat
-    if args.models_only:
-        model_rows(scale, rep)
-        return
-
     print(
         f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, numpy {np.__version__}"
     )
     print(f"load average: {os.getloadavg()[0]:.2f} (other work on the machine skews the numbers)")
+    if args.models_only:
+        model_rows(scale, rep)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        return
     for kind in ("european", "asian"):
         run_engine(job(kind, 20_000, True, True))  # compile / load the numba cache
         run_engine(job(kind, 20_000, False, False))
