@@ -15,6 +15,8 @@ numba kernels work on a chunk's arrays (no part calls another; they meet here):
   and a kernel `(params, z, stride, first, count, sign, out)` writing the log-prices of units
   first..first+count-1 of a chunk of `stride` units on the grid's dates as
   `out[(k * assets + j) * count + q]` (date k, asset j), from `sign * z[dim * stride + first + q]`.
+  Optionally `greeks(spec, grid, model_setup) -> GreekSetup`: Greek estimators that rebuild the
+  model's paths from a chunk's normals (`greek_part`); without it, GBM's (`greek_kernels`).
 * **payoff** (`payoffs/`, keyed by `instrument.type`): `grid(spec) -> Grid` (the dates it
   observes), `setup(spec) -> PayoffSetup` (a kernel `(params, paths, c, y, x)` giving each path's
   value y and control variate x, a `scale` applied to both by the estimator, `keeps_values` when
@@ -38,8 +40,10 @@ from __future__ import annotations
 from functools import lru_cache
 from types import ModuleType
 
+from mcop_worker.engine import greek_kernels
 from mcop_worker.engine.composition import Composition, Grid, ModelSetup, regression_paths
 from mcop_worker.engine.estimators import antithetic, control_variate, plain
+from mcop_worker.engine.greek_kernels import GreekSetup
 from mcop_worker.engine.models import gbm, heston, merton
 from mcop_worker.engine.payoffs import american, asian, barrier, basket, european, var
 from mcop_worker.engine.samplers import pseudorandom, sobol
@@ -104,6 +108,21 @@ def grid_and_model(spec: JobSpec) -> tuple[Grid, ModelSetup]:
 def dims(spec: JobSpec) -> int:
     """Normals per path (they set the chunk size of `blocks.py`)."""
     return grid_and_model(spec)[1].dims
+
+
+@lru_cache(maxsize=64)
+def greek_part(spec: JobSpec) -> GreekSetup | None:
+    """The Greek estimators of `spec` (None when it asks for none): a model that rebuilds its
+    own paths for them has `greeks(spec, grid, model_setup)` beside its path kernel; GBM's are
+    `greek_kernels.setup`."""
+    if not spec.greeks:
+        return None
+    model = model_of(spec)
+    if hasattr(model, "greeks"):
+        grid, setup = grid_and_model(spec)
+        part: GreekSetup = model.greeks(spec, grid, setup)
+        return part
+    return greek_kernels.setup(spec)
 
 
 @lru_cache(maxsize=64)

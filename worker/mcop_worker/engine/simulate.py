@@ -15,11 +15,10 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from mcop_worker.engine import greek_kernels
 from mcop_worker.engine.blocks import BlockPlan, plan_blocks
 from mcop_worker.engine.composition import Composition, run_block
 from mcop_worker.engine.greek_kernels import GreekSetup
-from mcop_worker.engine.registry import compose
+from mcop_worker.engine.registry import compose, greek_part
 from mcop_worker.engine.stats import BlockStats, Moments
 from mcop_worker.model.spec import JobSpec
 
@@ -76,9 +75,8 @@ def _run(
     run_block(parts, stream, units, chunk, acc, work, values, greek_part, gacc)
 
 
-@lru_cache(maxsize=64)
 def greeks_of(spec: JobSpec) -> GreekSetup | None:
-    return greek_kernels.setup(spec)
+    return greek_part(spec)
 
 
 def tail_size(units: int, lowest_level: float) -> int:

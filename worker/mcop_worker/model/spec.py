@@ -75,6 +75,13 @@ class Model:
     merton: Merton | None = None
     steps_per_year: int = DEFAULT_STEPS_PER_YEAR  # heston: the largest simulation step is 1/this
 
+    def steps_per_date(self, interval: float) -> int:
+        """heston: simulation steps between two of the instrument's dates `interval` apart (no
+        step longer than 1/stepsPerYear); other models step from date to date."""
+        if self.type != "heston":
+            return 1
+        return max(1, math.ceil(self.steps_per_year * interval - 1e-9))
+
 
 @dataclass(frozen=True)
 class Barrier:
@@ -164,12 +171,8 @@ def parse_spec(spec: Mapping[str, Any]) -> JobSpec:
             raise InvalidSpec("spec.targetStdErr", "must be > 0 (or left out)")
     _check_jumps(model, instrument)
     sampler = _sampler(spec.get("sampler"), instrument.type, paths)
-    if sampler.type != "pseudorandom" and (model.type != "gbm" or instrument.type == "american"):
-        raise InvalidSpec(
-            "spec.sampler.type",
-            "sobol is for gbm models and european, asian, barrier or basket instruments; "
-            "use pseudorandom",
-        )
+    if sampler.sobol:
+        _check_sobol_dimensions(model, instrument)
     greeks = _greeks(spec.get("greeks"), instrument.type, model)
     return JobSpec(model, instrument, paths, seed, vr, target_std_err, sampler, greeks)
 
@@ -210,6 +213,55 @@ def _sampler(raw: Any, instrument: str, paths: int) -> Sampler:
     return Sampler(type="sobol", randomizations=r)
 
 
+SOBOL_MAX_DIMS = 21201  # the Joe-Kuo direction numbers shipped (engine/sobol.py MAX_DIMS)
+NORMALS_PER_STEP = {"gbm": 1, "heston": 2, "merton": 3}
+
+
+def normals_per_path(model: Model, instrument: Instrument) -> int:
+    """The normals a path of `model` takes on the instrument's dates (the engine's `dims`)."""
+    if instrument.type in MULTI_ASSET:
+        return len(model.assets)  # one date
+    dates = instrument.steps if instrument.type in PATH_DEPENDENT and instrument.steps else 1
+    assert instrument.maturity is not None
+    steps = dates * model.steps_per_date(instrument.maturity / dates)
+    return NORMALS_PER_STEP[model.type] * steps
+
+
+def _check_sobol_dimensions(model: Model, instrument: Instrument) -> None:
+    """One Sobol' dimension per normal of a path: at most SOBOL_MAX_DIMS."""
+    dims = normals_per_path(model, instrument)
+    if dims <= SOBOL_MAX_DIMS:
+        return
+    field = "spec.model.stepsPerYear" if model.type == "heston" else "spec.instrument.steps"
+    raise InvalidSpec(
+        field,
+        f"a path takes {dims} normals here, more than the {SOBOL_MAX_DIMS} Sobol' dimensions "
+        "the sobol sampler has: lower it, or use sampler.type pseudorandom",
+    )
+
+
+# Greeks each model offers (docs/rqmc-and-greeks.md has the estimators), and why the others are not.
+_GREEKS_OF_MODEL = {
+    "gbm": GREEK_NAMES,
+    "merton": ("delta", "gamma", "vega", "rho"),
+    "heston": ("delta", "gamma", "rho"),
+}
+_WHY_NOT = {
+    ("merton", "theta"): (
+        "theta is not offered under merton: the number of jumps between two dates is a step "
+        "function of the maturity, which has no per-path derivative"
+    ),
+    ("heston", "vega"): (
+        "vega is not offered under heston: it has no single volatility (initialVariance, "
+        "longRunVariance and volOfVol each move the price their own way)"
+    ),
+    ("heston", "theta"): (
+        "theta is not offered under heston: the QE scheme's steps and martingale correction "
+        "change with the maturity, which has no per-path derivative"
+    ),
+}
+
+
 def _greeks(raw: Any, instrument: str, model: Model) -> tuple[str, ...]:
     f = "spec.greeks"
     if raw is None:
@@ -221,12 +273,27 @@ def _greeks(raw: Any, instrument: str, model: Model) -> tuple[str, ...]:
             raise InvalidSpec(f"{f}[{i}]", "must be one of " + ", ".join(GREEK_NAMES))
     if len(set(raw)) != len(raw):
         raise InvalidSpec(f, "must not repeat a Greek")
-    if raw and (model.type != "gbm" or instrument == "american"):
-        raise InvalidSpec(
-            f, "Greeks are computed under gbm for european, asian, barrier and basket"
-        )
     if raw and instrument == "var":
         raise InvalidSpec(f, "Greeks are for options; var has none (leave greeks out)")
+    if raw and instrument == "american":
+        raise InvalidSpec(
+            f,
+            "Greeks are not offered for american: the price comes through an exercise rule "
+            "fitted on other paths, which a per-path estimator would have to differentiate too "
+            "(leave greeks out)",
+        )
+    for i, name in enumerate(raw):
+        if name in _GREEKS_OF_MODEL[model.type]:
+            if model.type == "heston" and instrument == "barrier" and name == "rho":
+                raise InvalidSpec(
+                    f"{f}[{i}]",
+                    "rho is not offered for a barrier under heston: its likelihood ratio "
+                    "divides by the variance simulated between every two dates, which the QE "
+                    "scheme lets reach 0, so the estimator has no finite variance and no "
+                    "honest stdErr",
+                )
+            continue
+        raise InvalidSpec(f"{f}[{i}]", _WHY_NOT[(model.type, name)])
     if raw and any(a.volatility <= 0.0 for a in model.assets):
         raise InvalidSpec(
             f,
