@@ -173,3 +173,39 @@ def quantlib_bermudan_fd(
     )
     option.setPricingEngine(ql.FdBlackScholesVanillaEngine(process, 2000, 2000))
     return float(option.NPV())
+
+
+# Heston Asian and barrier options on 12 monthly dates of a 1-year maturity, for the high-path
+# references of benchmarks/heston_path_reference.py (recorded in tests/test_engine_models.py).
+HESTON_PATH_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "asian-call-met": (
+        "feller-met",
+        {"type": "asian", "optionType": "call", "strike": 100.0, "maturity": 1.0, "steps": 12},
+    ),
+    "asian-put-violated": (
+        "feller-violated",
+        {"type": "asian", "optionType": "put", "strike": 100.0, "maturity": 1.0, "steps": 12},
+    ),
+    "up-and-out-call-met": (
+        "feller-met",
+        {
+            "type": "barrier",
+            "optionType": "call",
+            "strike": 100.0,
+            "maturity": 1.0,
+            "steps": 12,
+            "barrier": {"level": 130.0, "direction": "up", "knock": "out"},
+        },
+    ),
+    "down-and-in-put-violated": (
+        "feller-violated",
+        {
+            "type": "barrier",
+            "optionType": "put",
+            "strike": 100.0,
+            "maturity": 1.0,
+            "steps": 12,
+            "barrier": {"level": 85.0, "direction": "down", "knock": "in"},
+        },
+    ),
+}
