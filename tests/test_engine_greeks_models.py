@@ -10,14 +10,18 @@ has its own standard error. What stays refused names the field and says why.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from engine_references import HESTON_SETS, quantlib_bermudan_fd
+from mcop_worker.cli import main
 from mcop_worker.engine import model_closed_forms as mcf
 from mcop_worker.engine.aggregate import Estimate, JobAggregator, aggregate
 from mcop_worker.engine.blocks import plan_blocks, shard_blocks
@@ -323,3 +327,27 @@ def test_sobol_refuses_paths_with_more_normals_than_dimensions() -> None:
     assert err.value.field == "spec.instrument.steps"
     # the largest that fits is accepted
     parse_spec(_job(dict(HESTON, stepsPerYear=10_600), EUROPEAN, [], sampler=sobol))
+
+
+def test_mcop_run_prints_the_same_greeks_for_any_shards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mcop run` goes through the same blocks as the cluster's workers."""
+    doc = {
+        "apiVersion": "montecarlo.io/v1alpha1",
+        "kind": "MonteCarloJob",
+        "metadata": {"name": "heston-sobol-greeks"},
+        "spec": _job(HESTON, ASIAN, OFFERED["heston"], paths=1 << 14, sampler={"type": "sobol"}),
+    }
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    results = []
+    for shards in ("1", "2"):
+        assert main(["run", str(manifest), "--json", "--shards", shards]) == 0
+        out = json.loads(capsys.readouterr().out)
+        results.append(
+            {k: v for k, v in out.items() if k not in ("elapsedSeconds", "pathsPerSecond")}
+        )
+    assert results[0] == results[1]
+    assert set(results[0]["greeks"]) == set(OFFERED["heston"])
+    assert results[0]["randomizations"] == 32
