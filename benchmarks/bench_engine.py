@@ -136,16 +136,19 @@ MERTON = {
 GBM = {"type": "gbm", "spot": S0, "volatility": VOL, "rate": R}
 
 
-def model_job(model: dict[str, Any], instrument: dict[str, Any], paths: int) -> JobSpec:
-    return parse_spec(
-        {
-            "model": model,
-            "instrument": instrument,
-            "paths": paths,
-            "seed": 1,
-            "varianceReduction": {"antithetic": True, "controlVariate": True},
-        }
-    )
+def model_job(
+    model: dict[str, Any], instrument: dict[str, Any], paths: int, greeks: tuple[str, ...] = ()
+) -> JobSpec:
+    doc: dict[str, Any] = {
+        "model": model,
+        "instrument": instrument,
+        "paths": paths,
+        "seed": 1,
+        "varianceReduction": {"antithetic": True, "controlVariate": True},
+    }
+    if greeks:
+        doc["greeks"] = list(greeks)
+    return parse_spec(doc)
 
 
 NORMALS_PER_STEP = {"gbm": 1, "heston": 2, "merton": 3}
@@ -156,13 +159,18 @@ def model_rows(scale: int, rep: int) -> None:
     job with the same instrument, all antithetic + control variate."""
     euro = {"type": "european", "optionType": "call", "strike": K, "maturity": T}
     amer = {"type": "american", "optionType": "put", "strike": K, "maturity": T, "steps": 50}
-    rows = [
-        ("gbm european", GBM, euro, (1 << 23) // scale),
-        ("heston european (252 steps/yr)", HESTON, euro, (1 << 17) // scale),
-        ("merton european", MERTON, euro, (1 << 22) // scale),
-        ("gbm american put (50 dates)", GBM, amer, (1 << 19) // scale),
-        ("heston american put (50 dates)", HESTON, amer, (1 << 17) // scale),
-        ("merton american put (50 dates)", MERTON, amer, (1 << 19) // scale),
+    four = ("delta", "gamma", "vega", "rho")
+    heston_greeks = ("delta", "gamma", "rho")  # no vega under heston
+    rows: list[tuple[str, dict[str, Any], dict[str, Any], int, tuple[str, ...]]] = [
+        ("gbm european", GBM, euro, (1 << 23) // scale, ()),
+        ("heston european (252 steps/yr)", HESTON, euro, (1 << 17) // scale, ()),
+        ("merton european", MERTON, euro, (1 << 22) // scale, ()),
+        ("gbm european + 4 greeks", GBM, euro, (1 << 23) // scale, four),
+        ("heston european + 3 greeks", HESTON, euro, (1 << 17) // scale, heston_greeks),
+        ("merton european + 4 greeks", MERTON, euro, (1 << 22) // scale, four),
+        ("gbm american put (50 dates)", GBM, amer, (1 << 19) // scale, ()),
+        ("heston american put (50 dates)", HESTON, amer, (1 << 17) // scale, ()),
+        ("merton american put (50 dates)", MERTON, amer, (1 << 19) // scale, ()),
     ]
     print("\nmodels, one core, antithetic + control variate (CPU time; American: the rule's fit")
     print("on 32,768 regression paths is done once per process, not timed)")
@@ -170,9 +178,9 @@ def model_rows(scale: int, rep: int) -> None:
     print(header)
     print("-" * len(header))
     base: dict[str, float] = {}
-    for label, model, inst, paths in rows:
-        spec = model_job(model, inst, paths)
-        run_engine(model_job(model, inst, 20_000))  # compile / load the cache
+    for label, model, inst, paths, greeks in rows:
+        spec = model_job(model, inst, paths, greeks)
+        run_engine(model_job(model, inst, 20_000, greeks))  # compile / load the cache
         simulate_block(spec, 0)  # the American rule's fit, once
         times = []
         for _ in range(rep):
