@@ -4,13 +4,16 @@ Prints, all measured in this run:
   * European paths/s and 252-step Asian path-steps/s of the engine on one core (whole jobs through
     `simulate_block`, block after block), plain and with antithetic + control variates;
   * the ratio to a straightforward whole-array numpy implementation (the baseline, below);
-  * the ratio to generating the same standard normals alone (the engine's numba draw from the same
-    numpy Generator: the limit), and numpy's own `standard_normal` for reference;
+  * the ratio to generating the same standard normals alone (the engine's Philox4x32-10 +
+    Box-Muller draw, `engine/philox.py`: the limit), and numpy's own `standard_normal` for
+    reference;
   * Heston, Merton and American exercise, paths/s beside GBM with the same instrument;
   * 1 vs 2 processes (simulation only, after start-up, like two worker pods);
   * peak memory (RSS) of fresh processes simulating a small and an 8x larger job.
 
 Not a timed test: numbers depend on the machine and its load. Use the best of `--repeat` runs.
+The first line names the CPU and its vector width (the engine's loops are SIMD: AVX2 runs 4 lanes
+of float64, AVX-512 8).
 Run: .venv/bin/python benchmarks/bench_engine.py [--quick]
 """
 
@@ -28,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from mcop_worker.engine.blocks import block_generator, plan_blocks, shard_blocks
-from mcop_worker.engine.kernels import fill_normals
+from mcop_worker.engine.blocks import block_stream, plan_blocks, shard_blocks
+from mcop_worker.engine.philox import fill
 from mcop_worker.engine.registry import compose
 from mcop_worker.engine.simulate import simulate_block
 from mcop_worker.model.spec import JobSpec, parse_spec
@@ -54,11 +57,14 @@ def job(kind: str, paths: int, antithetic: bool, control: bool) -> JobSpec:
 
 
 def best(fn: Callable[[], Any], repeat: int) -> float:
+    """The least CPU time of this process over `repeat` runs of fn: one core's work, which other
+    processes on a busy machine disturb less than they do wall time (everything timed here runs
+    on one thread: numpy's element-wise functions and the engine's kernels alike)."""
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return min(times)
 
 
@@ -91,14 +97,14 @@ def numpy_asian(n: int) -> tuple[float, float]:
 
 
 def draw_normals(count: int) -> None:
-    """Draw `count` normals the way the engine does (numba, block streams, 32768-chunk buffer)."""
+    """Draw `count` normals the way the engine does (block streams, 32768-normal chunks)."""
     buf = np.empty(32768)
-    gen = block_generator(1, 0)
-    left = count
-    while left > 0:
-        n = min(left, buf.size)
-        fill_normals(gen, buf, n)
-        left -= n
+    stream = block_stream(1, 0)
+    done = 0
+    while done < count:
+        n = min(count - done, buf.size)
+        fill(stream, done, n, buf)
+        done += n
 
 
 def numpy_normals(count: int) -> None:
@@ -254,6 +260,26 @@ def peak_rss_kib(spec: JobSpec) -> int:
 # -- report -------------------------------------------------------------------------------------
 
 
+def cpu_kind() -> str:
+    """The CPU's name and its widest vector unit (from /proc/cpuinfo's flags)."""
+    name, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and name == "unknown CPU":
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    width = "128-bit (SSE2)"
+    if "avx512f" in flags:
+        width = "512-bit (AVX-512)"
+    elif "avx2" in flags:
+        width = "256-bit (AVX2)"
+    return f"{name}, vector width {width}"
+
+
 def millions(x: float) -> str:
     return f"{x / 1e6:7.1f} M"
 
@@ -271,7 +297,8 @@ def main() -> None:
     base_asian_paths = (1 << 16) // scale  # whole array: 65k x 252 doubles = 132 MB
     rep = args.repeat
     print(
-        f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, numpy {np.__version__}"
+        f"machine: {cpu_kind()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
+        f"numpy {np.__version__}"
     )
     print(f"load average: {os.getloadavg()[0]:.2f} (other work on the machine skews the numbers)")
     if args.models_only:
@@ -295,7 +322,7 @@ def main() -> None:
     )
     print(f"numpy baseline: European {millions(base_e)} paths/s, Asian {millions(base_a)} steps/s")
 
-    print("\none core, whole jobs (paths/s; Asian: path-steps/s)")
+    print("\none core, whole jobs (paths/s of CPU time; Asian: path-steps/s)")
     header = f"{'job':<44}{'rate':>12}{'x baseline':>12}{'x normals time':>16}"
     print(header)
     print("-" * len(header))

@@ -1,5 +1,6 @@
 """Golden bits: every instrument x variance-reduction setting gives exactly the numbers recorded
-from the engine before its recomposition into parts (models, samplers, payoffs, estimators).
+(engine version 3: Philox4x32-10 + Box-Muller normals, Estrin's fexp; the earlier versions' bits
+were kept unchanged through the engine's recomposition into parts).
 
 The recorded file holds float.hex of the estimate, standard error, VaR and ES of each case, and the
 raw block moments of the first block (so a difference is seen before aggregation hides it). When

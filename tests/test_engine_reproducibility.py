@@ -7,7 +7,6 @@ import json
 import random
 from typing import Any
 
-import numpy as np
 import pytest
 
 from engine_helpers import asian, european, multi_asset, single_asset
@@ -20,11 +19,9 @@ from mcop_worker.engine.aggregate import (
 )
 from mcop_worker.engine.blocks import (
     ENGINE_VERSION,
-    block_generator,
     plan_blocks,
     shard_blocks,
 )
-from mcop_worker.engine.kernels import fill_normals
 from mcop_worker.engine.simulate import simulate_block
 from mcop_worker.engine.stats import STATS_VERSION, BlockStats, Moments
 from mcop_worker.model.errors import InvalidSpec, ManifestError
@@ -168,18 +165,6 @@ def test_block_results_do_not_depend_on_what_ran_before() -> None:
     simulate_block(parse_spec(JOBS["basket"]), 3)
     simulate_block(spec, 4)
     assert simulate_block(spec, 5).to_json() == fresh
-
-
-def test_kernels_draw_numpys_stream() -> None:
-    """numba's Generator.standard_normal is numpy's own: same numbers, same state after."""
-    ours, theirs = block_generator(42, 7), block_generator(42, 7)
-    buf = np.empty(100_000)
-    fill_normals(ours, buf, buf.size)
-    assert np.array_equal(buf, theirs.standard_normal(buf.size))
-    assert ours.bit_generator.state == theirs.bit_generator.state
-    other = np.empty(10)
-    fill_normals(block_generator(42, 8), other, 10)
-    assert not np.array_equal(other, buf[:10])
 
 
 def test_block_plan_rule() -> None:

@@ -1,7 +1,7 @@
 """The fixed decomposition of a job's paths into blocks, and each block's random stream.
 
 Everything here depends on the spec only, never on the shard count, so any set of workers
-computes exactly the same blocks. The rule (engine version 1):
+computes exactly the same blocks. The rule (engine version 1, and as noted since):
 
 * A *sample unit* is one path, or one antithetic pair (a path and its mirror, which share normals).
   units = paths, or ceil(paths / 2) with antithetic variates (an odd path count is rounded up).
@@ -11,7 +11,8 @@ computes exactly the same blocks. The rule (engine version 1):
   holds the remainder. A small job (fewer than 16 x 512 units, engine version 2) has blocks of
   ceil(units / 16) units instead: 13 to 16 blocks, enough folds for the control variate's
   cross-fitted coefficient (aggregate.py).
-* Block b draws from Generator(PCG64(SeedSequence(seed, spawn_key=(b,)))).
+* Block b draws from its Philox4x32-10 stream keyed by SeedSequence(seed, spawn_key=(b,))
+  (`philox.block_stream`, engine version 3; before, Generator(PCG64(that SeedSequence))).
 * Inside a block the units are simulated in chunks of `chunk_units` units (a function of the
   normals each unit needs); a chunk of c units draws its standard normals in the order
   step, asset, unit: normal (k, j, p) is draw number (k * assets + j) * c + p of the chunk.
@@ -29,8 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcop_worker.engine.philox import block_stream as block_stream
 from mcop_worker.engine.registry import dims, paths_per_unit
-from mcop_worker.engine.samplers.pseudorandom import block_generator as block_generator
 from mcop_worker.engine.sobol import block_points
 from mcop_worker.model.spec import JobSpec
 from mcop_worker.model.versions import ENGINE_VERSION as ENGINE_VERSION  # the rules below

@@ -119,8 +119,9 @@ MIN_POINTS_PER_RANDOMIZATION = 16
 
 @dataclass(frozen=True)
 class Sampler:
-    """pseudorandom: one PCG64 stream per block. sobol: `randomizations` independent scramblings
-    of one Sobol' point set (paths / randomizations points each, rounded down to a power of 2)."""
+    """pseudorandom: one Philox4x32-10 stream per block. sobol: `randomizations` independent
+    scramblings of one Sobol' point set (paths / randomizations points each, rounded down to a
+    power of 2)."""
 
     type: SamplerType = "pseudorandom"
     randomizations: int = 0  # sobol only

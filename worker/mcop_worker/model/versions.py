@@ -15,9 +15,11 @@ from __future__ import annotations
 import functools
 from importlib import metadata
 
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3
 # 2: the control variate's coefficient is cross-fitted over blocks (and applied from 500 sample
 #    units on); small jobs have 13-16 blocks.
+# 3: pseudorandom normals from Philox4x32-10 + Box-Muller (engine/philox.py) instead of numpy's
+#    PCG64 + ziggurat; fexp's polynomial evaluated by Estrin's scheme (a few ulp apart).
 
 # The distributions whose versions can change the numbers.
 NUMERIC_DISTRIBUTIONS = ("numpy", "numba")
