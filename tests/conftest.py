@@ -20,6 +20,31 @@ from operator_harness import (
 
 STARTED = "montecarlo-operator started"  # the operator's log line once its start-up ran
 
+# scripts/test runs the suite on two processes (pytest-xdist, `--dist loadgroup`, which hands out
+# tests in this order): the longest go first, so that neither process is left alone with a long
+# test at the end. From the per-test wall and CPU times of a whole run (docs/control-plane.md).
+LONGEST_FIRST = (
+    "test_realnode.py",  # one group, on one process: ~15 min
+    "test_realnode_config.py",  # quick: what the real node's process takes next meanwhile
+    "test_operator_ha.py",
+    "test_operator_jobs.py",
+    "test_operator_tuning.py",
+    "test_operator_scaleout.py",
+    "test_operator_kueue.py",
+    "test_operator_platform.py",
+    "test_plot.py",
+    "test_chart.py",
+    "test_engine_machine_independence.py",
+    "test_monitoring_e2e.py",
+    "test_engine_cli.py",
+    "test_engine_statistics.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps module order
+
 
 @pytest.fixture(scope="session")
 def cluster_with_crds(kube_cluster: Any) -> Any:

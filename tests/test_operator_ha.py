@@ -281,8 +281,9 @@ def test_chaos_the_leader_killed_five_times_and_frozen_once(
     cluster, namespace = jobs_ns
     rng = random.Random(20261127)
     # Four computations, five jobs each (cache off: each computes), so `mcop run` runs 4 times.
+    # Enough work to outlast six takeovers (about 4 minutes) on two cores with engine version 3.
     specs = [
-        spec(LONG_ASIAN, paths=3_000_000, shards=2, seed=40 + k, cache=False) for k in range(4)
+        spec(LONG_ASIAN, paths=6_000_000, shards=2, seed=40 + k, cache=False) for k in range(4)
     ]
     names = [f"chaos-{i:02d}" for i in range(20)]
     watch = WorkerJobWatch(cluster, namespace)
