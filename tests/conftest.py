@@ -20,12 +20,11 @@ from operator_harness import (
 
 STARTED = "montecarlo-operator started"  # the operator's log line once its start-up ran
 
-# scripts/test runs the suite on two processes (pytest-xdist, `--dist loadgroup`, which hands out
-# tests in this order): the longest go first, so that neither process is left alone with a long
-# test at the end. From the per-test wall and CPU times of a whole run (docs/control-plane.md).
+# scripts/test runs the suite on two processes (pytest-xdist, `--dist loadfile`, which hands out
+# files in this order): the longest go first, so that neither process is left alone with a long
+# file at the end. From the per-test wall and CPU times of a whole run (docs/control-plane.md).
 LONGEST_FIRST = (
-    "test_realnode.py",  # one group, on one process: ~15 min
-    "test_realnode_config.py",  # quick: what the real node's process takes next meanwhile
+    "test_realnode.py",  # ~15 min on one process
     "test_operator_ha.py",
     "test_operator_jobs.py",
     "test_operator_tuning.py",

@@ -217,25 +217,6 @@ def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iter
         rest.delete(f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
 
 
-# pytest-xdist (scripts/test runs the suite on several processes, `--dist loadgroup`): every test
-# of the real node runs in one process, because there is one real node per machine (its address,
-# its cgroups); the tests of a module with a module-scoped fixture (a Helm release, an image) stay
-# together so that the fixture is set up once; every other test is scheduled on its own.
-REAL_NODE_GROUP = "real-node"
-
-
-def _xdist_group(item: pytest.Item) -> str | None:
-    names = set(getattr(item, "fixturenames", ()))
-    if "real_cluster" in names:
-        return REAL_NODE_GROUP
-    fixture_info = getattr(item, "_fixtureinfo", None)
-    definitions = getattr(fixture_info, "name2fixturedefs", {})
-    if any(defs[-1].scope in ("module", "package", "class") for defs in definitions.values()):
-        return item.nodeid.split("::")[0]
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
@@ -243,9 +224,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         if names & _SERVICE_FIXTURES:
             item.add_marker(pytest.mark.services)
-        group = _xdist_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(wrapper=True)
