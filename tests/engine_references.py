@@ -39,6 +39,17 @@ def crr_bermudan(
     return float(values[0])
 
 
+# The Merton jump-diffusion parameters of the model and Greek tests (no "type": the tests add it).
+MERTON_PARAMS: dict[str, float] = {
+    "spot": 100.0,
+    "rate": 0.04,
+    "dividendYield": 0.01,
+    "volatility": 0.2,
+    "jumpIntensity": 0.8,
+    "jumpMean": -0.15,
+    "jumpStdDev": 0.2,
+}
+
 # The two Heston parameter sets of the tests and benchmarks: the Feller condition
 # 2 kappa theta >= volOfVol^2 met (0.12 >= 0.09), and violated (0.04 < 1.0).
 HESTON_SETS: dict[str, dict[str, float]] = {

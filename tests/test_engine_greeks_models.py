@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from engine_references import HESTON_SETS, quantlib_bermudan_fd
+from engine_references import HESTON_SETS, MERTON_PARAMS, quantlib_bermudan_fd
 from mcop_worker.cli import main
 from mcop_worker.engine import model_closed_forms as mcf
 from mcop_worker.engine.aggregate import Estimate, JobAggregator, aggregate
@@ -30,16 +30,7 @@ from mcop_worker.engine.simulate import plan_blocks_cached, simulate_block
 from mcop_worker.model.errors import InvalidSpec
 from mcop_worker.model.spec import parse_spec
 
-MERTON = {
-    "type": "merton",
-    "spot": 100.0,
-    "rate": 0.04,
-    "dividendYield": 0.01,
-    "volatility": 0.2,
-    "jumpIntensity": 0.8,
-    "jumpMean": -0.15,
-    "jumpStdDev": 0.2,
-}
+MERTON = dict(MERTON_PARAMS, type="merton")
 HESTON = dict(HESTON_SETS["feller-violated"], type="heston", stepsPerYear=24)
 EUROPEAN = {"type": "european", "optionType": "put", "strike": 100.0, "maturity": 1.0}
 ASIAN = {"type": "asian", "optionType": "call", "strike": 100.0, "maturity": 1.0, "steps": 12}

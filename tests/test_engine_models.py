@@ -14,6 +14,7 @@ import pytest
 from engine_references import (
     HESTON_PATH_CASES,
     HESTON_SETS,
+    MERTON_PARAMS,
     crr_bermudan,
     quantlib_bermudan_fd,
     quantlib_heston,
@@ -34,15 +35,7 @@ from mcop_worker.model.spec import JobSpec, parse_spec
 # the noise, 0.01; violated: about -0.02). The tests allow 4 standard errors plus this bound.
 HESTON_BIAS_AT_32 = 0.03
 
-MERTON = {
-    "spot": 100.0,
-    "rate": 0.04,
-    "dividendYield": 0.01,
-    "volatility": 0.2,
-    "jumpIntensity": 0.8,
-    "jumpMean": -0.15,
-    "jumpStdDev": 0.2,
-}
+MERTON = MERTON_PARAMS
 
 
 def _job(model: dict[str, Any], instrument: dict[str, Any], **kw: Any) -> dict[str, Any]:
