@@ -259,6 +259,8 @@ def test_kubectl_logs_of_a_worker(install: Install) -> None:
     assert pods
     log = install.kubectl("logs", pods[0]["metadata"]["name"]).stdout
     assert log.strip(), "empty worker log"
+    # The kernels compiled at the image's build are found for this engine (numba_cache.py).
+    assert "numba kernels: the image's" in log, log
 
 
 def test_a_worker_over_its_memory_limit_fails_naming_oomkilled(install: Install) -> None:

@@ -8,6 +8,7 @@ it cannot write), so :func:`install_shipped_cache` copies DIR (``MCOP_NUMBA_SHIP
 the writable ``NUMBA_CACHE_DIR`` before the first kernel runs: a worker pod then loads compiled
 kernels instead of spending seconds of CPU compiling them. Numbers do not change: the same kernels,
 compiled for the same target the image always uses (``NUMBA_CPU_NAME=generic`` is set in it).
+Both folders are used through their engine-keyed subfolder (`mcop_worker.numba_cache`).
 """
 
 from __future__ import annotations
@@ -19,17 +20,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mcop_worker.numba_cache import keyed
+
 SHIPPED_ENV = "MCOP_NUMBA_SHIPPED_CACHE"
 
 
 def install_shipped_cache(env: Mapping[str, str] | None = None) -> bool:
-    """Copies the image's compiled kernels into NUMBA_CACHE_DIR; False when there are none."""
+    """Copies the image's compiled kernels for this engine into NUMBA_CACHE_DIR; False when there
+    are none."""
     environment = os.environ if env is None else env
     shipped, target = environment.get(SHIPPED_ENV), environment.get("NUMBA_CACHE_DIR")
-    if not shipped or not target or not Path(shipped).is_dir() or shipped == target:
+    if not shipped or not target:
+        return False
+    source, destination = keyed(shipped), keyed(target)
+    if not source.is_dir() or source == destination:
         return False
     try:
-        shutil.copytree(shipped, target, dirs_exist_ok=True)
+        shutil.copytree(source, destination, dirs_exist_ok=True)
     except OSError:
         return False  # numba compiles as before
     return True
@@ -71,11 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if os.environ.get("NUMBA_CACHE_DIR") != args[1]:
+    # The package's import has already keyed NUMBA_CACHE_DIR (numba_cache.py).
+    if os.environ.get("NUMBA_CACHE_DIR") != str(keyed(args[1])):
         print(f"NUMBA_CACHE_DIR must be {args[1]} (numba reads it at import)", file=sys.stderr)
         return 2
     count = build([Path(a) for a in args[2:]])
-    print(f"compiled the kernels of {count} small blocks into {args[1]}")
+    print(f"compiled the kernels of {count} small blocks into {keyed(args[1])}")
     return 0
 
 

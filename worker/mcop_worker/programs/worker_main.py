@@ -33,6 +33,7 @@ from mcop_worker.engine.stats import BlockStats
 from mcop_worker.model.errors import ManifestError
 from mcop_worker.model.spec import JobSpec, parse_spec
 from mcop_worker.model.spec_hash import spec_hash
+from mcop_worker.numba_cache import engine_key
 from mcop_worker.programs.kernel_cache import install_shipped_cache
 from mcop_worker.storage import results_db
 from mcop_worker.storage.pool import CONNECTION_ERRORS, PgPool
@@ -90,7 +91,8 @@ def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None)
     parser.parse_args(list(argv) if argv is not None else None)
     _configure_logging()
     environment = os.environ if env is None else env
-    install_shipped_cache(environment)  # before the first kernel runs
+    if install_shipped_cache(environment):  # before the first kernel runs
+        log.info("numba kernels: the image's, compiled for engine sources %s", engine_key())
     try:
         settings = worker_settings_from_env(environment)
     except SettingsError as error:
