@@ -4,7 +4,6 @@ status, against the real operator, control plane, PostgreSQL and Redis."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -162,8 +161,7 @@ def test_queue_admits_at_most_the_limit_highest_priority_then_oldest(jobs: JobsH
     poll = 0
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        items = json.loads(jobs.kubectl("get", "mcj", "-o", "json").stdout)["items"]
-        by_name = {i["metadata"]["name"]: i.get("status") or {} for i in items}
+        by_name = {i["metadata"]["name"]: i.get("status") or {} for i in jobs.list_jobs()}
         running = [
             n
             for n in names
