@@ -208,6 +208,9 @@ async def _block_counts(dsn: str, uids: list[str]) -> dict[str, tuple[int, int]]
             uids,
         )
         return {r["job_uid"]: (int(r["n"]), int(r["d"])) for r in rows}
+    except asyncpg.UndefinedTableError:
+        # The schema is made by the first worker or operator pass that opens the database.
+        return {}
     finally:
         await con.close()
 
