@@ -150,6 +150,10 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj)
 
 
+# A workerTemplate no node matches: the job is admitted (it holds a concurrency slot) and its pods
+# stay Pending, so it never finishes and costs no CPU.
+UNSCHEDULABLE: dict[str, Any] = {"nodeSelector": {"pool": "nowhere"}}
+
 # What the tests poll is read through the REST client: a kubectl process costs about 0.1 s of CPU
 # and the tests poll several times a second while they wait. Tests of what a user sees (printer
 # columns, `kubectl logs`, apply) still run kubectl.
@@ -193,7 +197,7 @@ class JobsHarness:
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every MonteCarloJob of the namespace."""
-        path = _READ_PATHS["montecarlojob"].format(ns=self.namespace, name="").rstrip("/")
+        path = f"/apis/montecarlo.io/v1alpha1/namespaces/{self.namespace}/montecarlojobs"
         items: list[dict[str, Any]] = self.rest.get(path)["items"]
         return items
 

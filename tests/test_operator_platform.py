@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from mcop_devcluster.ports import free_port
-from operator_harness import JobsHarness, running_operator, secret_manifest, wait_for
+from operator_harness import (
+    UNSCHEDULABLE,
+    JobsHarness,
+    running_operator,
+    secret_manifest,
+    wait_for,
+)
 from test_operator_jobs import EUROPEAN, spec
 from test_operator_tuning import tuning, wait_tuning
 
@@ -80,8 +86,7 @@ def test_a_queued_job_says_who_is_ahead_and_the_position_follows_admissions(
     jobs.apply(tuning(workers={"maxConcurrentJobs": 1}))
     wait_tuning(jobs, lambda s: s.get("phase") == "Ready", "PerfTuning Ready")
     # A blocker whose pods no node takes: admitted (it holds the slot) and never finishing.
-    nowhere = {"nodeSelector": {"pool": "nowhere"}}
-    jobs.create_job("blocker", spec(SMALL, workerTemplate=nowhere))
+    jobs.create_job("blocker", spec(SMALL, workerTemplate=UNSCHEDULABLE))
     wait_for(lambda: jobs.status("blocker").get("workerJob"), timeout=60, what="blocker admitted")
     jobs.create_job("normal", spec(SMALL, priority="normal", seed=11))
     wait_for(lambda: _queue_state(jobs, "normal")[0] == 1, timeout=60, what="normal queued first")

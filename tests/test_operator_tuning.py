@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from operator_harness import JobsHarness, job_manifest, mcop_run_json, wait_for
+from operator_harness import UNSCHEDULABLE, JobsHarness, job_manifest, mcop_run_json, wait_for
 from test_operator_jobs import LONG_ASIAN, NUMBER_KEYS, spec
 
 
@@ -127,8 +127,7 @@ def test_queue_admits_at_most_the_limit_highest_priority_then_oldest(jobs: JobsH
     # Two blockers whose pods no node takes: admitted (each holds a slot) and never finishing, so
     # they cost no CPU. Deleting block-a frees one slot; block-b keeps the other until the queue
     # has drained, so slots free one at a time and the admission order is observable.
-    nowhere = {"nodeSelector": {"pool": "nowhere"}}
-    blocker = spec(LONG_ASIAN, paths=200_000, cache=False, workerTemplate=nowhere)
+    blocker = spec(LONG_ASIAN, paths=200_000, cache=False, workerTemplate=UNSCHEDULABLE)
     jobs.create_job("block-a", spec(blocker, seed=1))
     jobs.create_job("block-b", spec(blocker, seed=2))
     wait_for(
