@@ -92,15 +92,17 @@ def test_a_queued_job_says_who_is_ahead_and_the_position_follows_admissions(
     wait_for(lambda: _queue_state(jobs, "normal")[0] == 1, timeout=60, what="normal queued first")
     jobs.create_job("critical", spec(SMALL, priority="critical", seed=12))
 
+    # Each waiting job writes its own position from its own loop: wait for both, in any order.
     wait_for(
-        lambda: _queue_state(jobs, "normal")[0] == 2, timeout=60, what="critical jumps the queue"
+        lambda: (_queue_state(jobs, "normal")[0], _queue_state(jobs, "critical")[0]) == (2, 1),
+        timeout=60,
+        what="critical jumps the queue",
     )
     assert _queue_state(jobs, "normal")[1] == (
         "1 job ahead (1 critical); 1 of 1 running (workers.maxConcurrentJobs)"
     )
-    assert _queue_state(jobs, "critical") == (
-        1,
-        "next in line; 1 of 1 running (workers.maxConcurrentJobs)",
+    assert _queue_state(jobs, "critical")[1] == (
+        "next in line; 1 of 1 running (workers.maxConcurrentJobs)"
     )
     assert jobs.status("normal")["phase"] == "Queued"
     wide = jobs.kubectl("get", "mcj", "-o", "wide").stdout.splitlines()
