@@ -198,3 +198,37 @@ def test_the_largest_allowed_portfolio_fits_the_cel_cost_budget(
         crd_namespace,
         ("big-asymmetric", asymmetric, "spec.model.correlation", "must be symmetric"),
     )
+
+
+def test_released_finalizers_let_a_namespace_without_operator_terminate(
+    kube_cluster: Any, namespace: str
+) -> None:
+    """What the `namespace` fixture does after each test (mcop_devcluster.project_resources):
+    objects finalized by an operator that is gone no longer hold their namespace."""
+    from mcop_devcluster.project_resources import release_finalizers
+
+    kube_cluster.install_crds()
+    rest = kube_cluster.rest()
+    finalizer = {"finalizers": ["montecarlo.io/finalizer"]}
+    for doc, plural in ((GOOD_JOBS[0], "montecarlojobs"), (GOOD_TUNINGS[0], "perftunings")):
+        held = {**doc, "metadata": {**doc["metadata"], **finalizer}}
+        rest.create(f"/apis/montecarlo.io/v1alpha1/namespaces/{namespace}/{plural}", held)
+    rest.delete(f"/api/v1/namespaces/{namespace}", {"propagationPolicy": "Background"})
+    kube_cluster.wait_for(
+        lambda: "montecarlo.io/finalizer"
+        in json.dumps(rest.get(f"/api/v1/namespaces/{namespace}").get("status", {})),
+        timeout=60,
+        what="the namespace held by the finalizers",
+    )
+    released = release_finalizers(rest, namespace)
+    assert sorted(released) == sorted(
+        [
+            f"montecarlojobs/{GOOD_JOBS[0]['metadata']['name']}",
+            f"perftunings/{GOOD_TUNINGS[0]['metadata']['name']}",
+        ]
+    )
+    kube_cluster.wait_for(
+        lambda: rest.get_or_none(f"/api/v1/namespaces/{namespace}") is None,
+        timeout=60,
+        what="the namespace gone",
+    )

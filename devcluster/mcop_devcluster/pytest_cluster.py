@@ -33,7 +33,7 @@ from mcop_devcluster import hoststate
 from mcop_devcluster.binaries import MissingBinary
 from mcop_devcluster.controlplane import ControlPlane
 from mcop_devcluster.processes import stop_servers_on_sigterm
-from mcop_devcluster.project_resources import install_priority_classes
+from mcop_devcluster.project_resources import install_priority_classes, release_finalizers
 from mcop_devcluster.realnode import (
     CGROUP_PARENT,
     NODE_ADDRESS,
@@ -41,7 +41,7 @@ from mcop_devcluster.realnode import (
     RealNodeError,
     built_images,
 )
-from mcop_devcluster.rest import RestClient
+from mcop_devcluster.rest import ApiError, RestClient
 from mcop_devcluster.services import MissingProgram
 
 T = TypeVar("T")
@@ -161,12 +161,38 @@ def kube_cluster() -> Iterator[KubeCluster]:
         pytest.fail(str(error), pytrace=False)
     try:
         control_plane.start()
-        yield KubeCluster(control_plane)
+        cluster = KubeCluster(control_plane)
+        yield cluster
+        stuck = _namespaces_left_terminating(cluster)
+        assert not stuck, "namespaces that never finished terminating:\n" + "\n".join(stuck)
     finally:
         if os.environ.get("MCOP_KEEP_CLUSTER_DIR"):
             control_plane.stop()
         else:
             control_plane.cleanup()
+
+
+def _namespaces_left_terminating(cluster: KubeCluster, timeout: float = 120) -> list[str]:
+    """At the session's end every test namespace is gone (or going): one stuck in Terminating is
+    retried by the namespace controller all session long, at the API server's expense."""
+    rest = cluster.rest()
+
+    def terminating() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = rest.get("/api/v1/namespaces")["items"]
+        return [ns for ns in items if ns.get("status", {}).get("phase") == "Terminating"]
+
+    deadline = time.monotonic() + timeout
+    while (left := terminating()) and time.monotonic() < deadline:
+        time.sleep(1)
+    return [
+        f"{ns['metadata']['name']}: "
+        + "; ".join(
+            c.get("message", "")
+            for c in ns.get("status", {}).get("conditions", [])
+            if c.get("status") == "True"
+        )
+        for ns in left
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -214,7 +240,13 @@ def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iter
         )
         yield name
     finally:
-        rest.delete(f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
+        # The test's operator is gone by now: nothing else would remove its finalizers.
+        release_finalizers(rest, name)
+        try:
+            rest.delete(f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
+        except ApiError as error:
+            if error.status != 404:  # the test deleted it itself
+                raise
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
