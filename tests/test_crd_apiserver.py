@@ -215,8 +215,10 @@ def test_released_finalizers_let_a_namespace_without_operator_terminate(
         rest.create(f"/apis/montecarlo.io/v1alpha1/namespaces/{namespace}/{plural}", held)
     rest.delete(f"/api/v1/namespaces/{namespace}", {"propagationPolicy": "Background"})
     kube_cluster.wait_for(
-        lambda: "montecarlo.io/finalizer"
-        in json.dumps(rest.get(f"/api/v1/namespaces/{namespace}").get("status", {})),
+        lambda: (
+            "montecarlo.io/finalizer"
+            in json.dumps(rest.get(f"/api/v1/namespaces/{namespace}").get("status", {}))
+        ),
         timeout=60,
         what="the namespace held by the finalizers",
     )
