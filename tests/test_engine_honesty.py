@@ -5,11 +5,13 @@ intervals that cover at small path counts."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
+import pytest
 
 from engine_helpers import european, multi_asset, run
-from mcop_worker.engine.aggregate import order_statistic_ranks
+from mcop_worker.engine.var_ranks import order_statistic_ranks
 
 
 def test_no_path_pays_gives_a_bound_not_zero_plus_minus_zero() -> None:
@@ -68,3 +70,25 @@ def test_var_interval_covers_at_small_path_counts() -> None:
         upper = losses[:, s - 1] if s <= n else np.inf
         coverage = float(np.mean((lower <= truth) & (truth <= upper)))
         assert coverage >= 0.945, (n, level, coverage)
+
+
+def _exact_ranks(n: int, level: float) -> tuple[int, int]:
+    """The ranks' definition in exact rational arithmetic (the oracle of order_statistic_ranks)."""
+    p = Fraction(repr(level))  # 0.99 as 99/100 (the float differs in the 17th digit)
+    tail = Fraction(1, 40)
+    cdf, total = [], Fraction(0)
+    for k in range(n + 1):
+        total += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+        cdf.append(total)
+    # r: the largest with P(Bin >= r) = 1 - cdf[r - 1] >= 1 - tail; s: the smallest with
+    # P(Bin <= s - 1) = cdf[s - 1] >= 1 - tail.
+    r = max((r for r in range(1, n + 1) if 1 - cdf[r - 1] >= 1 - tail), default=0)
+    s = min((s for s in range(1, n + 1) if cdf[s - 1] >= 1 - tail), default=n + 1)
+    return r, s
+
+
+@pytest.mark.parametrize("level", [0.5, 0.9, 0.95, 0.99, 0.999])
+def test_var_interval_ranks_are_the_exact_binomial_ones(level: float) -> None:
+    """The tabulated law (engine/var_ranks.py) against exact fractions, small to medium N."""
+    for n in [*range(1, 40), 100, 257, 400]:
+        assert order_statistic_ranks.__wrapped__(n, level) == _exact_ranks(n, level), n

@@ -36,7 +36,6 @@ interval may be optimistic.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +51,10 @@ from mcop_worker.engine.blocks import BlockPlan, plan_blocks
 from mcop_worker.engine.controls import control_mean, uses_control
 from mcop_worker.engine.rqmc import estimate as rqmc_estimate
 from mcop_worker.engine.stats import BlockStats, Moments
+from mcop_worker.engine.var_ranks import CI_LEVEL as CI_LEVEL  # the level of every interval
+from mcop_worker.engine.var_ranks import order_statistic_ranks
 from mcop_worker.model.spec import JobSpec
 
-CI_LEVEL = 0.95
 Z_95 = 1.959963984540054
 MIN_BLOCKS_TO_STOP = 8
 FEW_PAYING = 30  # fewer paths carrying the payoff than this: the interval may be optimistic
@@ -372,70 +372,6 @@ def _model_warnings(spec: JobSpec) -> list[str]:
         f"volatility^2 x maturity is {total:.3g}: the prices' distribution is so skewed that a "
         "rare path carries much of the value; the stdErr may be optimistic at small path counts."
     ]
-
-
-@functools.lru_cache(maxsize=256)
-def order_statistic_ranks(n: int, level: float) -> tuple[int, int]:
-    """Ranks (r, s), 1-based ascending, of the distribution-free 95% interval [L(r), L(s)] of the
-    `level` quantile: r the largest with P(Bin(n, level) >= r) >= 97.5%, s the smallest with
-    P(Bin(n, level) <= s - 1) >= 97.5%. r = 0 or s = n + 1 when none qualifies (unbounded)."""
-    tail = (1.0 - CI_LEVEL) / 2.0
-    below = _binomial_quantile(n, level, tail)  # P(Bin <= below) >= tail, smallest such
-    above = _binomial_quantile(n, level, 1.0 - tail)
-    # P(Bin >= r) >= 1 - tail  <=>  P(Bin <= r - 1) <= tail: r - 1 < below unless equality
-    r = below if _binomial_cdf(n, level, below) > tail else below + 1
-    r = min(r, n)
-    s = above + 1
-    return max(r, 0), min(s, n + 1)
-
-
-def _binomial_cdf(n: int, p: float, k: int) -> float:
-    if k < 0:
-        return 0.0
-    if k >= n:
-        return 1.0
-    q = 1.0 - p
-    mean, var = n * p, n * p * q
-    if var > 1e4:  # the normal approximation with continuity correction is exact enough
-        return 0.5 * math.erfc(-(k + 0.5 - mean) / math.sqrt(2.0 * var))
-    # Sum the pmf of the tail that does not hold the mean, from k outwards, in log space, until
-    # the terms no longer count (a few dozen standard deviations at most).
-    log_p, log_q = math.log(p), math.log(q)
-    log_n = math.lgamma(n + 1)
-
-    def pmf(i: int) -> float:
-        log_c = log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-        return math.exp(log_c + i * log_p + (n - i) * log_q)
-
-    if k < mean:
-        terms, i = [], k
-        while i >= 0:
-            terms.append(pmf(i))
-            if terms[-1] <= 1e-17 * terms[0] and i < mean - 40 * math.sqrt(var) - 1:
-                break
-            i -= 1
-        return min(1.0, math.fsum(terms))
-    terms, i = [], k + 1
-    while i <= n:
-        terms.append(pmf(i))
-        if terms[-1] <= 1e-17 * terms[0] and i > mean + 40 * math.sqrt(var) + 1:
-            break
-        i += 1
-    return max(0.0, 1.0 - math.fsum(terms))
-
-
-def _binomial_quantile(n: int, p: float, prob: float) -> int:
-    """The smallest k with P(Bin(n, p) <= k) >= prob (bisection over k)."""
-    spread = 50.0 * math.sqrt(n * p * (1.0 - p)) + 2.0  # outside, the cdf is 0 or 1 in floats
-    lo = max(-1, math.floor(n * p - spread))
-    hi = min(n, math.ceil(n * p + spread))  # cdf(lo) < prob <= cdf(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _binomial_cdf(n, p, mid) >= prob:
-            hi = mid
-        else:
-            lo = mid
-    return hi
 
 
 def _tail_count(n: int, level: float) -> tuple[int, Fraction]:
