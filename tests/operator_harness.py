@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import signal
@@ -236,18 +237,18 @@ class JobsHarness:
         return items
 
 
-def mcop_run_json(manifest: dict[str, Any], tmp_path: Path, shards: int = 1) -> dict[str, Any]:
-    """What `mcop run --json` prints for the same manifest, on this machine."""
+def mcop_run_json(manifest: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """What `mcop run FILE --json --shards 1` prints for the same manifest, on this machine: the
+    command's own code, run in this process (a process per reference cost seconds of start-up
+    each). One shard whatever the job's: the numbers do not depend on it, so a cluster's N shards
+    against one local shard is the stronger check."""
+    from mcop_worker.cli import main
+
     path = tmp_path / f"{manifest['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(manifest))
-    mcop = str(Path(sys.executable).parent / "mcop")
-    out = subprocess.run(
-        [mcop, "run", str(path), "--json", "--shards", str(shards)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    doc: dict[str, Any] = json.loads(out.stdout)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["run", str(path), "--json", "--shards", "1", "--progress", "never"])
+    assert code == 0, err.getvalue()
+    doc: dict[str, Any] = json.loads(out.getvalue())
     return doc

@@ -36,7 +36,7 @@ def test_european_runs_to_succeeded_with_the_numbers_of_mcop_run(
     jobs.create_job("euro", spec())
     status = jobs.wait_phase("euro", "Succeeded", "Failed")
     assert status["phase"] == "Succeeded", status
-    expected = mcop_run_json(job_manifest("euro", spec()), tmp_path, shards=3)
+    expected = mcop_run_json(job_manifest("euro", spec()), tmp_path)
     for key in NUMBER_KEYS:
         assert status["result"][key] == expected[key], key
     assert status["specHash"] == expected["specHash"]
@@ -117,7 +117,7 @@ def test_every_instrument_matches_mcop_run(jobs: JobsHarness, tmp_path: Path, ex
     jobs.create_job(example, s)
     status = jobs.wait_phase(example, "Succeeded", "Failed")
     assert status["phase"] == "Succeeded", status
-    expected = mcop_run_json(job_manifest(example, s), tmp_path, shards=2)
+    expected = mcop_run_json(job_manifest(example, s), tmp_path)
     keys = NUMBER_KEYS + (("valueAtRisk", "expectedShortfall") if example == "var" else ())
     for key in keys:
         assert status["result"][key] == expected[key], key
@@ -156,7 +156,7 @@ def test_target_precision_stops_early_with_the_numbers_of_mcop_run(
     assert status["result"]["paths"] < status["pathsTotal"]
     cond = jobs.condition("early", "Succeeded")
     assert cond and cond["reason"] == "TargetPrecisionReached"
-    expected = mcop_run_json(job_manifest("early", s), tmp_path, shards=2)
+    expected = mcop_run_json(job_manifest("early", s), tmp_path)
     for key in NUMBER_KEYS:
         assert status["result"][key] == expected[key], key
 
@@ -184,7 +184,7 @@ def test_suspend_keeps_finished_blocks_and_resume_finishes(
     jobs.kubectl("patch", "mcj", "pausing", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     final = jobs.wait_phase("pausing", "Succeeded", "Failed", timeout=180)
     assert final["phase"] == "Succeeded"
-    expected = mcop_run_json(job_manifest("pausing", spec(LONG_ASIAN)), tmp_path, shards=2)
+    expected = mcop_run_json(job_manifest("pausing", spec(LONG_ASIAN)), tmp_path)
     for key in NUMBER_KEYS:
         assert final["result"][key] == expected[key], key
 
@@ -265,7 +265,7 @@ def test_operator_killed_mid_job_resumes_without_loss(jobs: JobsHarness, tmp_pat
     assert final["phase"] == "Succeeded"
     workers = jobs.kubectl("get", "jobs", "-l", "montecarlo.io/job=phoenix", "-o", "name")
     assert workers.stdout.split() == ["job.batch/phoenix-workers"]  # never a second one
-    expected = mcop_run_json(job_manifest("phoenix", s), tmp_path, shards=2)
+    expected = mcop_run_json(job_manifest("phoenix", s), tmp_path)
     for key in NUMBER_KEYS:
         assert final["result"][key] == expected[key], key
 
@@ -290,7 +290,7 @@ def test_redis_stopped_mid_job_still_finishes(
     finally:
         redis_server.start()
     assert final["phase"] == "Succeeded"
-    expected = mcop_run_json(job_manifest("noredis", s), tmp_path, shards=2)
+    expected = mcop_run_json(job_manifest("noredis", s), tmp_path)
     for key in NUMBER_KEYS:
         assert final["result"][key] == expected[key], key
 

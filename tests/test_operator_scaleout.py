@@ -69,7 +69,7 @@ def test_a_job_on_a_redis_cluster_survives_a_primary_failing_over(
         assert client.get(result_key(final["specHash"])) is not None
     finally:
         client.close()
-    expected = mcop_run_json(job_manifest("clustered", s), tmp_path, shards=2)
+    expected = mcop_run_json(job_manifest("clustered", s), tmp_path)
     for key in NUMBER_KEYS:
         assert final["result"][key] == expected[key], key
 
@@ -181,7 +181,7 @@ def test_reads_go_to_the_replica_writes_to_the_primary_and_a_lagging_or_down_rep
         assert _calls(on_replica, fragment) == 0, fragment  # a hot standby refuses them anyway
     assert "mcop-operator-reads" in _sessions(replica_dsn)
     assert "mcop-operator-reads" not in _sessions(pg_dsn)
-    expected = mcop_run_json(job_manifest("replicated", first), tmp_path, shards=2)
+    expected = mcop_run_json(job_manifest("replicated", first), tmp_path)
     for key in NUMBER_KEYS:
         assert final["result"][key] == expected[key], key
 
@@ -217,7 +217,7 @@ def test_reads_go_to_the_replica_writes_to_the_primary_and_a_lagging_or_down_rep
     finally:
         postgres_replica.start()
     assert final["phase"] == "Succeeded", final
-    expected = mcop_run_json(job_manifest("unreplicated", second), tmp_path, shards=2)
+    expected = mcop_run_json(job_manifest("unreplicated", second), tmp_path)
     for key in NUMBER_KEYS:
         assert final["result"][key] == expected[key], key
     _wait_replica(jobs, "replicated", "Replicating")
