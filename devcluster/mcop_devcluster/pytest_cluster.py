@@ -172,27 +172,29 @@ def kube_cluster() -> Iterator[KubeCluster]:
             control_plane.cleanup()
 
 
-def _namespaces_left_terminating(cluster: KubeCluster, timeout: float = 120) -> list[str]:
-    """At the session's end every test namespace is gone (or going): one stuck in Terminating is
-    retried by the namespace controller all session long, at the API server's expense."""
+def _namespaces_left_terminating(cluster: KubeCluster, timeout: float = 90) -> list[str]:
+    """At the session's end every test namespace is gone: one stuck in Terminating is retried by
+    the namespace controller all session long, at the API server's expense."""
     rest = cluster.rest()
 
-    def terminating() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = rest.get("/api/v1/namespaces")["items"]
-        return [ns for ns in items if ns.get("status", {}).get("phase") == "Terminating"]
+    def terminating() -> list[str]:
+        found = []
+        for ns in rest.get("/api/v1/namespaces")["items"]:
+            status = ns.get("status", {})
+            if status.get("phase") != "Terminating":
+                continue
+            reasons = [
+                c.get("message", c["type"])
+                for c in status.get("conditions", [])
+                if c.get("status") == "True"
+            ]
+            found.append(f"{ns['metadata']['name']}: " + ("; ".join(reasons) or "no reason given"))
+        return found
 
     deadline = time.monotonic() + timeout
     while (left := terminating()) and time.monotonic() < deadline:
         time.sleep(1)
-    return [
-        f"{ns['metadata']['name']}: "
-        + "; ".join(
-            c.get("message", "")
-            for c in ns.get("status", {}).get("conditions", [])
-            if c.get("status") == "True"
-        )
-        for ns in left
-    ]
+    return left
 
 
 @pytest.fixture(scope="session")
@@ -242,6 +244,15 @@ def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iter
     finally:
         # The test's operator is gone by now: nothing else would remove its finalizers.
         release_finalizers(rest, name)
+        # Jobs first: the namespace controller deletes pods before anything else and waits for
+        # them, but a Job whose replacement pods it may no longer create keeps the tracking
+        # finalizers of its failed pods, so the namespace would wait for good (seen with the
+        # failing workers of test_no_secret_value_in_status_events_or_logs).
+        rest.request(
+            "DELETE",
+            f"/apis/batch/v1/namespaces/{name}/jobs",
+            {"propagationPolicy": "Background"},
+        )
         try:
             rest.delete(f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
         except ApiError as error:
