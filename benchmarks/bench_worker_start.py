@@ -74,9 +74,26 @@ def one_job(cluster: KubeCluster, name: str, seed: int) -> tuple[float, float]:
         if status.get("phase") in ("Succeeded", "Failed"):
             if status["phase"] != "Succeeded":
                 raise RuntimeError(f"{name} failed: {status}")
+            _print_workers(cluster, name)
             return (first if first is not None else now - start), now - start
         time.sleep(0.1)
     raise RuntimeError(f"{name} did not finish in 600 s")
+
+
+def _print_workers(cluster: KubeCluster, name: str) -> None:
+    """Each worker container's own run time (started -> finished, from the kubelet) and what it
+    logged about its kernels: the part of apply -> Succeeded that the shipped kernels change."""
+    selector = f"montecarlo.io/job={name}"
+    out = cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", selector, "-o", "json").stdout
+    pods = json.loads(out)["items"]
+    for pod in pods:
+        for cs in pod["status"].get("containerStatuses", []):
+            done = cs.get("state", {}).get("terminated") or {}
+            log = cluster.kubectl("-n", NAMESPACE, "logs", pod["metadata"]["name"], check=False)
+            kernels = next((line.split(": ", 2)[-1] for line in log.stdout.splitlines()
+                            if "numba kernels" in line), "no shipped kernels")  # fmt: skip
+            print(f"    {pod['metadata']['name']}: container {done.get('startedAt')} -> "
+                  f"{done.get('finishedAt')}; {kernels}", flush=True)  # fmt: skip
 
 
 def measure(cluster: KubeCluster, label: str, runs: int, seed0: int) -> list[tuple[float, float]]:
