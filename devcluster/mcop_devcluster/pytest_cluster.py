@@ -248,11 +248,7 @@ def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iter
         # them, but a Job whose replacement pods it may no longer create keeps the tracking
         # finalizers of its failed pods, so the namespace would wait for good (seen with the
         # failing workers of test_no_secret_value_in_status_events_or_logs).
-        rest.request(
-            "DELETE",
-            f"/apis/batch/v1/namespaces/{name}/jobs",
-            {"propagationPolicy": "Background"},
-        )
+        rest.delete(f"/apis/batch/v1/namespaces/{name}/jobs", {"propagationPolicy": "Background"})
         try:
             rest.delete(f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
         except ApiError as error:
