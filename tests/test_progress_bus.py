@@ -213,6 +213,36 @@ def test_redis_down_is_tolerated_logged_once_and_recovered(
     assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
+def test_a_final_report_is_tried_even_while_backing_off(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """A shard's last word is not dropped because an earlier call failed a moment ago."""
+    uid = str(uuid.uuid4())
+
+    async def scenario() -> dict[str, Any]:
+        bus = OperatorBus(
+            redis_url, RedisPoolSettings(socket_timeout_seconds=1), retry_after_seconds=600
+        )
+        out: dict[str, Any] = {}
+        try:
+            await asyncio.to_thread(redis_server.stop)
+            out["while_down"] = await bus.publish_progress(uid, 0, ShardProgress(1, 2, 10, 1.0))
+            await asyncio.to_thread(redis_server.start)
+            out["backing_off"] = await bus.publish_progress(uid, 0, ShardProgress(2, 2, 20, 2.0))
+            done = ShardProgress(2, 2, 20, 3.0, "done")
+            out["final"] = await bus.publish_progress(uid, 0, done, final=True)
+            out["read"] = await bus.read_progress(uid)
+            return out
+        finally:
+            await bus.close()
+
+    out = run(scenario())
+    assert out["while_down"] is False
+    assert out["backing_off"] is False, "an ordinary report waits out the back-off"
+    assert out["final"] is True
+    assert out["read"] == {0: ShardProgress(2, 2, 20, 3.0, "done")}
+
+
 def test_redis_password_never_reaches_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="mcop_worker.storage.progress_bus")
     url = "redis://:hunter2-secret@127.0.0.1:1/0"

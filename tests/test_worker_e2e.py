@@ -230,7 +230,9 @@ def test_two_shards_store_every_block_once_and_match_the_in_process_engine(
 
     reports = progress(redis_url, job.uid)
     assert sorted(reports) == [0, 1]
-    assert all(r.state == "done" and r.blocks_done == r.blocks_total for r in reports.values())
+    assert all(
+        r.state == "done" and r.blocks_done == r.blocks_total for r in reports.values()
+    ), (reports, outcomes)
     assert sum(r.paths_done for r in reports.values()) == plan_blocks(job.parsed).paths
     assert all(time.time() - r.heartbeat < 60 for r in reports.values())
 

@@ -247,7 +247,7 @@ class _ShardRun:
             await self.bus.publish_progress(uid, shard, counters.report())
         else:
             counters.state = "done"
-        await self.bus.publish_progress(uid, shard, counters.report())
+        await self.bus.publish_progress(uid, shard, counters.report(), final=True)
         log.info(
             "shard %d %s: %d of %d blocks stored, %d paths",
             shard,

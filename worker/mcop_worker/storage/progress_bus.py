@@ -18,7 +18,8 @@ of the URL, follows MOVED redirections and re-reads the map when a primary fails
 
 Every call tolerates Redis being away: it logs one warning when Redis goes (and one line when it
 comes back), returns a neutral answer (nothing published, no progress, no stop, a cache miss),
-and does not try again for ``retry_after_seconds`` so a dead server never slows the caller down.
+and does not try again for ``retry_after_seconds`` so a dead server never slows the caller down
+(a shard's final progress report is the exception: it is always tried once).
 `available` says whether the last attempt reached Redis.
 """  # noqa: E501
 
@@ -193,9 +194,17 @@ class ProgressBus:
             with contextlib.suppress(RedisError, OSError):
                 await self._live.pool.disconnect()
 
-    async def _call(self, what: str, command: Callable[[Client], Awaitable[T]], default: T) -> T:
+    async def _call(
+        self,
+        what: str,
+        command: Callable[[Client], Awaitable[T]],
+        default: T,
+        *,
+        even_while_backing_off: bool = False,
+    ) -> T:
         """Run one command, or answer `default` when Redis is away (see the module docstring)."""
-        if not self.available and time.monotonic() < self._retry_at:
+        backing_off = not self.available and time.monotonic() < self._retry_at
+        if backing_off and not even_while_backing_off:
             return default
         live = self._live
         live.in_flight += 1
@@ -226,9 +235,19 @@ class ProgressBus:
     # --- progress and heartbeats ---------------------------------------------------------------
 
     async def publish_progress(
-        self, uid: str, shard: int, progress: ShardProgress, ttl_seconds: int = PROGRESS_TTL_SECONDS
+        self,
+        uid: str,
+        shard: int,
+        progress: ShardProgress,
+        ttl_seconds: int = PROGRESS_TTL_SECONDS,
+        *,
+        final: bool = False,
     ) -> bool:
-        """Record this shard's progress (and heartbeat); False when Redis is away."""
+        """Record this shard's progress (and heartbeat); False when Redis is away.
+
+        A `final` report (a shard's last word: done or stopped) is tried even during the back-off
+        after a failure: one slow call (say, while a kernel compiled and held the GIL) must not
+        leave the shard shown as running for good."""
 
         async def command(r: Client) -> bool:
             # One key, so one slot: a MULTI/EXEC works in cluster mode too.
@@ -238,7 +257,7 @@ class ProgressBus:
                 await pipe.execute()
             return True
 
-        return await self._call("publish_progress", command, False)
+        return await self._call("publish_progress", command, False, even_while_backing_off=final)
 
     # --- stop requests -------------------------------------------------------------------------
 
