@@ -247,7 +247,7 @@ class ProgressBus:
 
         A `final` report (a shard's last word: done or stopped) is tried even during the back-off
         after a failure: one slow call (say, while a kernel compiled and held the GIL) must not
-        leave the shard shown as running for good."""
+        leave the shard shown as running until its key expires."""
 
         async def command(r: Client) -> bool:
             # One key, so one slot: a MULTI/EXEC works in cluster mode too.
