@@ -473,16 +473,33 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClus
             plane.cleanup()
 
 
+POD_NAME_KEY = "authentication.kubernetes.io/pod-name"  # in user.extra: tokens bound to a pod
+
+
 def requests_of(
-    cluster: KubeCluster, user: str, refused_before: str = "~"
+    cluster: KubeCluster,
+    user: str,
+    refused_before: str = "~",
+    outgoing: tuple[str, str] | None = None,
 ) -> tuple[set[tuple[str, str]], list[str]]:
     """What `user` asked the API server for, as (resource, verb), and the requests refused before
-    `refused_before` (an RFC 3339 time: the audit log's timestamps compare as text)."""
+    `refused_before` (an RFC 3339 time: the audit log's timestamps compare as text).
+
+    `outgoing` = (pod name, since): an upgrade that narrows the RBAC applies the new rules while the
+    old pod is still running with the old scope until its replacement is ready; what the API server
+    refuses that pod from `since` on is the upgrade's transition, not a missing rule."""
     log = cluster.control_plane.audit_log
     assert log is not None and log.exists(), "no audit log"
+    return audited_requests(log.read_text(), user, refused_before, outgoing)
+
+
+def audited_requests(
+    audit_log: str, user: str, refused_before: str, outgoing: tuple[str, str] | None
+) -> tuple[set[tuple[str, str]], list[str]]:
+    """`requests_of` on the text of an audit log."""
     used: set[tuple[str, str]] = set()
     refused: list[str] = []
-    for line in log.read_text().splitlines():
+    for line in audit_log.splitlines():
         event = json.loads(line)
         if event["user"]["username"] != user or "objectRef" not in event:
             continue
@@ -491,8 +508,15 @@ def requests_of(
         resource += f"/{ref['subresource']}" if ref.get("subresource") else ""
         used.add((resource, event["verb"]))
         received = str(event.get("requestReceivedTimestamp") or "")
-        if event.get("responseStatus", {}).get("code") in (401, 403) and received < refused_before:
-            refused.append(f"{event['verb']} {event['requestURI']}")
+        if (
+            event.get("responseStatus", {}).get("code") not in (401, 403)
+            or received >= refused_before
+        ):
+            continue
+        pod = event["user"].get("extra", {}).get(POD_NAME_KEY, [""])[0]
+        if outgoing is not None and pod == outgoing[0] and received >= outgoing[1]:
+            continue
+        refused.append(f"{event['verb']} {event['requestURI']} (pod {pod or '?'})")
     return used, refused
 
 
@@ -511,14 +535,56 @@ def _rfc3339_now() -> str:
 
 
 def assert_used_as_documented(
-    cluster: KubeCluster, user: str, granted: set[tuple[str, str]], uninstalled_at: str
+    cluster: KubeCluster,
+    user: str,
+    granted: set[tuple[str, str]],
+    uninstalled_at: str,
+    outgoing: tuple[str, str] | None = None,
 ) -> None:
     """Refusals count until the uninstall: Helm deletes the Roles while the operator's pod is still
-    stopping, and its last requests (giving the Lease up) may then be refused by design."""
-    used, refused = requests_of(cluster, user, uninstalled_at)
+    stopping, and its last requests (giving the Lease up) may then be refused by design. The same
+    holds for an `outgoing` pod after an upgrade began (see `requests_of`)."""
+    used, refused = requests_of(cluster, user, uninstalled_at, outgoing)
     assert not refused, refused
     assert used <= granted, f"used without being documented: {used - granted}"
     assert granted - used <= RARELY_USED, f"granted but never used: {granted - used - RARELY_USED}"
+
+
+def test_audit_reading_excuses_only_the_outgoing_pod_after_the_upgrade_began() -> None:
+    sa = "system:serviceaccount:ns:op"
+
+    def event(pod: str, at: str, code: int, user: str = sa) -> str:
+        return json.dumps(
+            {
+                "user": {"username": user, "extra": {POD_NAME_KEY: [pod]}},
+                "objectRef": {"resource": "secrets", "namespace": "ns", "name": "pg"},
+                "verb": "get",
+                "requestURI": f"/api/v1/namespaces/ns/secrets/pg?{pod}-{at}",
+                "requestReceivedTimestamp": f"2026-11-28T12:00:{at}.000000Z",
+                "responseStatus": {"code": code},
+            }
+        )
+
+    log = "\n".join(
+        [
+            event("old", "01", 200),
+            event("old", "02", 403),  # before the upgrade: a missing rule
+            event("old", "05", 403),  # after it began: the old pod's old scope
+            event("new", "06", 403),  # the new pod refused: a missing rule
+            event("old", "07", 403, user="someone-else"),
+            event("new", "09", 403),  # after the uninstall
+        ]
+    )
+    used, refused = audited_requests(
+        log, sa, "2026-11-28T12:00:08Z", ("old", "2026-11-28T12:00:04Z")
+    )
+    assert used == {("secrets", "get")}
+    assert refused == [
+        "get /api/v1/namespaces/ns/secrets/pg?old-02 (pod old)",
+        "get /api/v1/namespaces/ns/secrets/pg?new-06 (pod new)",
+    ]
+    _, without_upgrade = audited_requests(log, sa, "2026-11-28T12:00:08Z", None)
+    assert len(without_upgrade) == 3
 
 
 @pytest.fixture(scope="module")
@@ -902,6 +968,7 @@ def test_upgrade_to_watched_namespaces_moves_rbac_to_roles_and_jobs_still_run(
         "operator.verbose": True,
         "perfTuning.spec": {"workers": {"maxConcurrentJobs": 4}},
     }
+    upgrade_began = _rfc3339_now()
     out = release.upgrade(upgraded)
     assert "would violate" not in out.stderr, out.stderr
     second = release.operator_pod()
@@ -936,6 +1003,7 @@ def test_upgrade_to_watched_namespaces_moves_rbac_to_roles_and_jobs_still_run(
         f"system:serviceaccount:{ns}:{FULLNAME}",
         documented_rules("namespaced", home=True),
         uninstalled_at,
+        outgoing=(first["metadata"]["name"], upgrade_began),
     )
 
 
