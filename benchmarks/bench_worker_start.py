@@ -80,13 +80,16 @@ def one_job(cluster: KubeCluster, name: str, seed: int) -> tuple[float, float]:
     raise RuntimeError(f"{name} did not finish in 600 s")
 
 
+def _pods(cluster: KubeCluster, selector: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", selector, "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
 def _print_workers(cluster: KubeCluster, name: str) -> None:
     """Each worker container's own run time (started -> finished, from the kubelet) and what it
     logged about its kernels: the part of apply -> Succeeded that the shipped kernels change."""
-    selector = f"montecarlo.io/job={name}"
-    out = cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", selector, "-o", "json").stdout
-    pods = json.loads(out)["items"]
-    for pod in pods:
+    for pod in _pods(cluster, f"montecarlo.io/job={name}"):
         for cs in pod["status"].get("containerStatuses", []):
             done = cs.get("state", {}).get("terminated") or {}
             log = cluster.kubectl("-n", NAMESPACE, "logs", pod["metadata"]["name"], check=False)
@@ -101,9 +104,8 @@ def wait_for_operator_image(cluster: KubeCluster, tag: str) -> None:
     be terminating, and lead: its workers would run the old image)."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        selector = "app.kubernetes.io/component=operator"
-        out = cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", selector, "-o", "json").stdout
-        images = {c["image"] for p in json.loads(out)["items"] for c in p["spec"]["containers"]}
+        pods = _pods(cluster, "app.kubernetes.io/component=operator")
+        images = {c["image"] for p in pods for c in p["spec"]["containers"]}
         if images and all(image.endswith(f":{tag}") for image in images):
             return
         time.sleep(1)
